@@ -1,0 +1,217 @@
+"""Shared helpers, one home each: user-facing errors, the command line, seeding, device, progress.
+
+Every `python -m app.<phase>` command is a `Config` dataclass plus a `main(cfg)` function; `cli()`
+turns the dataclass into `--flags` (help text comes from the docstring under each field), validates
+it, runs `main`, and turns a `UserError` into one line on stderr instead of a traceback.
+
+Shape legend used across the project:
+    B batch, H horizon (rollout steps), S state dim (4 for CartPole), A number of actions (2),
+    E ensemble members, N transitions in a data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import os
+import random
+import sys
+import textwrap
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+ENV_ID = "CartPole-v1"
+STATE_DIM = 4  # S: cart position, cart velocity, pole angle, pole angular velocity
+NUM_ACTIONS = 2  # A: push left, push right
+STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
+STATE_UNITS = ("m", "m/s", "rad", "rad/s")
+
+# Where each phase reads and writes, relative to the directory the command runs in.
+DATA_PATH = Path("data/transitions.npz")
+CHECKPOINT_PATH = Path("checkpoints/world_model.pt")
+PLOTS_DIR = Path("plots")
+RESULTS_DIR = Path("results")
+
+# The command that makes each input, named in every "missing input" error.
+COLLECT_COMMAND = "uv run python -m app.data_collection"
+TRAIN_COMMAND = "uv run python -m app.train_model"
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, missing or corrupt input). Printed as one line."""
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Read the docstring written under each dataclass field (the CleanRL `Args` convention)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _parse_scalar(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other bad-input answer
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser(
+    cls: type, description: str | None, prog: str | None = None
+) -> argparse.ArgumentParser:
+    """An argparse parser with one `--flag` per dataclass field, its docstring as help."""
+    parser = _Parser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    docs = _field_docs(cls)
+    hints = get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        default = field.default
+        if default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[misc]
+        help_text = docs.get(field.name, "")
+        if kind is bool:
+            parser.add_argument(
+                flag, default=default, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        elif kind in (int, float, str, Path):
+            parser.add_argument(flag, type=_parse_scalar(kind), default=default, help=help_text)
+        elif getattr(kind, "__origin__", None) is tuple:
+            item = kind.__args__[0]
+            parser.add_argument(
+                flag, type=_parse_scalar(item), nargs="+", default=default, help=help_text
+            )
+        else:  # pragma: no cover - a programming error, not a user error
+            raise TypeError(f"{cls.__name__}.{field.name}: unsupported CLI type {kind}")
+    return parser
+
+
+T = TypeVar("T")
+
+
+def parse_config[T](
+    cls: type[T],
+    argv: list[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+) -> T:
+    """Parse `argv` into a `cls` instance; `cls.__post_init__` validates and raises `UserError`."""
+    namespace = build_parser(cls, description, prog).parse_args(argv)
+    values = vars(namespace)
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        if getattr(hints[name], "__origin__", None) is tuple:
+            values[name] = tuple(value)
+    return cls(**values)
+
+
+def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -> None:
+    """Run `main(parse_config(cls))` as a command: one-line errors, exit 130 on Ctrl-C.
+
+    Exit codes: 0 done, 1 when `main` returns False (a check failed), 2 bad input, 130 Ctrl-C.
+    """
+    module = sys.modules[main.__module__]
+    description = (module.__doc__ or "").strip().split("\n\n")[0]
+    name = module.__spec__.name if module.__spec__ else module.__name__
+    prog = f"python -m {name}"
+    try:
+        cfg = parse_config(cls, argv, description, prog)
+        result = main(cfg)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): nothing half-written was kept.", file=sys.stderr)
+        raise SystemExit(130) from None
+    if result is False:
+        raise SystemExit(1)
+
+
+def require(condition: bool, message: str) -> None:
+    """Config validation: raise a `UserError` with `message` unless `condition` holds."""
+    if not condition:
+        raise UserError(message)
+
+
+def require_positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        require(value > 0, f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def require_probability(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        require(0.0 <= value <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+
+
+# ----------------------------------------------------------------------------- seeding and device
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and PyTorch; return the NumPy generator to pass to whatever samples.
+
+    Pass the returned generator explicitly (rather than using `np.random.*`) so that the same seed
+    always gives the same numbers, whatever else ran before.
+    """
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu` or `cuda` (only when asked for and present). Resolve once, pass the result down."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu"
+            )
+        return torch.device(name)
+    raise UserError(f"unknown --device {name!r}: use cpu or cuda")
+
+
+def configure_threads() -> None:
+    """Small MLPs on a laptop CPU run fastest on few threads; respect an explicit user choice."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def progress[T](iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
+    """A progress bar on stderr; silent when stderr is not a terminal (CI logs, tests)."""
+    kwargs.setdefault("disable", None)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)

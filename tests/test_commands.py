@@ -1,0 +1,152 @@
+"""Every `python -m app.*` command: --help, a smoke run with a tiny budget, one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, assert_one_line_error, run_in_process, run_module
+
+COMMANDS = [
+    "app",
+    "app.world_model",
+    "app.data_collection",
+    "app.train_model",
+    "app.plan_with_model",
+]
+TINY = {
+    "app.data_collection": ["--num-transitions", "600"],
+    "app.train_model": ["--epochs", "2", "--hidden-size", "32"],
+    "app.plan_with_model": ["--num-episodes", "5", "--horizon", "15"],
+}
+
+
+def test_every_module_is_listed() -> None:
+    found = {
+        f"app.{p.stem}"
+        for p in (REPO / "app").glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text() and p.stem != "__main__"
+    }
+    assert found <= set(COMMANDS), f"add {found - set(COMMANDS)} to COMMANDS and TINY"
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help(module: str, tmp_path: Path, capsys) -> None:
+    result = run_in_process(module, "--help", cwd=tmp_path, capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    assert "--seed" in result.stdout
+    assert not any(tmp_path.iterdir())  # --help writes nothing
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """Run the phases in order with tiny budgets in a scratch folder."""
+    root = tmp_path_factory.mktemp("pipeline")
+    for module in ("app.world_model", *TINY):
+        result = run_module(module, *TINY.get(module, []), cwd=root)
+        assert result.returncode == 0, f"{module}:\n{result.stdout}\n{result.stderr}"
+    return root
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "data/transitions.npz",
+        "checkpoints/world_model.pt",
+        "checkpoints/world_model_metrics.json",
+        "plots/training_curve.png",
+        "plots/trajectory_comparison.png",
+        "plots/compounding_error.png",
+    ],
+)
+def test_pipeline_writes(pipeline: Path, output: str) -> None:
+    path = pipeline / output
+    assert path.is_file() and path.stat().st_size > 0
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not leftovers  # atomic writes leave no temporary files behind
+
+
+def test_whole_pipeline_quick(tmp_path: Path) -> None:
+    result = run_module("app", "--quick", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Written:" in result.stdout
+    assert (tmp_path / "plots" / "compounding_error.png").is_file()
+
+
+def test_world_model_self_check_fails_loudly(tmp_path: Path) -> None:
+    """A broken model is reported as FAIL lines and exit code 1, not a traceback."""
+    package = tmp_path / "app"
+    shutil.copytree(REPO / "app", package)
+    source = package / "world_model.py"
+    source.write_text(
+        source.read_text().replace(
+            "return self.state_head(h), self.reward_head(h).squeeze(-1)",
+            "return self.state_head(h)[:, :2], self.reward_head(h).squeeze(-1)",
+        )
+    )
+    result = run_module("app.world_model", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "[FAIL] forward" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_train_before_collect(tmp_path: Path) -> None:
+    result = run_module("app.train_model", cwd=tmp_path)
+    assert_one_line_error(
+        result, "data/transitions.npz not found", "uv run python -m app.data_collection"
+    )
+
+
+def test_plan_before_train(tmp_path: Path) -> None:
+    result = run_module("app.plan_with_model", cwd=tmp_path)
+    assert_one_line_error(
+        result, "checkpoints/world_model.pt not found", "uv run python -m app.train_model"
+    )
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04truncated"])
+def test_corrupt_npz(tmp_path: Path, content: bytes, capsys) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "transitions.npz").write_bytes(content)
+    result = run_in_process("app.train_model", cwd=tmp_path, capsys=capsys)
+    assert_one_line_error(result, "data/transitions.npz", "app.data_collection")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_pickled_npz_is_not_loaded(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "transitions.npz", state=np.array([object()], dtype=object))
+    result = run_in_process("app.train_model", cwd=tmp_path, capsys=capsys)
+    assert_one_line_error(result, "data/transitions.npz", "app.data_collection")
+
+
+def test_checkpoint_truncated_and_not_overwritten(pipeline: Path, tmp_path: Path, capsys) -> None:
+    shutil.copytree(pipeline, tmp_path, dirs_exist_ok=True)
+    checkpoint = tmp_path / "checkpoints" / "world_model.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:300])
+    plot = tmp_path / "plots" / "compounding_error.png"
+    before = plot.read_bytes()
+    result = run_in_process("app.plan_with_model", cwd=tmp_path, capsys=capsys)
+    assert_one_line_error(result, "world_model.pt", "app.train_model")
+    assert plot.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "fragment"),
+    [
+        ("app.data_collection", ["--num-transitions", "0"], "--num-transitions must be positive"),
+        ("app.data_collection", ["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
+        ("app.data_collection", ["--policy", "clever"], "--policy must be one of"),
+        ("app.train_model", ["--epochs", "-1"], "--epochs must be positive"),
+        ("app.train_model", ["--device", "tpu"], "unknown --device"),
+        ("app.plan_with_model", ["--horizon", "0"], "--horizon must be positive"),
+        ("app.plan_with_model", ["--horizon", "ten"], "expected int"),
+    ],
+)
+def test_nonsense_flags(
+    tmp_path: Path, module: str, args: list[str], fragment: str, capsys
+) -> None:
+    assert_one_line_error(run_in_process(module, *args, cwd=tmp_path, capsys=capsys), fragment)
+    assert not any(tmp_path.iterdir())
