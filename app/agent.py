@@ -1,0 +1,674 @@
+"""Phase 5: DQN, and Dyna-DQN that also learns from k-step rollouts imagined by a world model.
+
+    uv run python -m app.agent                 # DQN (K=0) vs Dyna-DQN (K=10), 3 seeds each
+    uv run python -m app.agent --seeds 0 1 2 3 4 --planning-steps 5
+
+Reads nothing by default: the Dyna agent learns its world model from its own replay buffer
+(`--warm-start` starts it from checkpoints/world_model.pt instead; those 10,000 real transitions are
+then not counted in the plot's real steps).
+Writes plots/dqn_vs_dyna.png (evaluation return against real environment steps, mean and 95%
+confidence band over seeds), results/agent.json (every run's curve and figures) and
+checkpoints/dqn.pt (the Dyna agent's Q-network, first seed: `app.data_collection --policy
+epsilon_greedy` can use it).
+
+One code path: each real step feeds the replay buffer and one Q-learning update; with K > 0 the
+agent also rolls the world model out for `rollout_length` steps from real start states and does K
+more updates on those imagined transitions. K = 0 is plain DQN.
+
+How runs are measured (the same in the plot, the table and app.benchmark): every 500 real steps,
+10 greedy episodes on seeded evaluation environments (their steps are not counted). "Solved" is the
+first evaluation with mean return >= 475; "stability" the share of the next 10 evaluations that stay
+>= 475. A run lasts until 10,000 real steps or 5,000 past its solve, whichever is later (at most
+50,000). Wall time is measured up to the solve.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.common import (
+    CHECKPOINT_PATH,
+    ENV_ID,
+    NUM_ACTIONS,
+    PLOTS_DIR,
+    RESULTS_DIR,
+    STATE_DIM,
+    cli,
+    configure_threads,
+    progress,
+    require,
+    require_positive,
+    require_probability,
+    resolve_device,
+)
+from app.plan_with_model import imagine_rollout
+from app.plotting import COLORS, add_caption, new_figure, save_figure
+from app.storage import Transitions, load_checkpoint, run_metadata, save_checkpoint, save_json
+from app.train_model import load_world_model, train_epoch
+from app.world_model import WorldModel, WorldModelConfig
+
+Batch = dict[str, torch.Tensor]
+Q_KIND = "q_network"
+AGENT_COMMAND = "uv run python -m app.agent"
+SOLVED_RETURN = 475.0
+
+
+@dataclass
+class Config:
+    """Train model-free DQN and Dyna-DQN on CartPole-v1 over several seeds and compare them."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """one run per seed and per arm"""
+    planning_steps: int = 10
+    """K: Q-updates on imagined transitions per real step, for the Dyna arm (0 = plain DQN)"""
+    rollout_length: int = 3
+    """k: length of each imagined rollout from a real start state"""
+    real_updates: int = 1
+    """Q-updates on real transitions per real step (after learning_starts)"""
+    lr: float = 2e-3
+    """Adam learning rate of the Q-network"""
+    gamma: float = 0.99
+    """discount factor"""
+    batch_size: int = 64
+    """transitions per Q-update, real or imagined"""
+    hidden_size: int = 128
+    """width of the Q-network's two hidden layers"""
+    buffer_size: int = 50_000
+    """replay buffer capacity (real transitions)"""
+    learning_starts: int = 500
+    """real steps of uniformly random actions before any update"""
+    target_update_interval: int = 100
+    """copy the Q-network into the target network every this many updates (real + imagined)"""
+    epsilon_start: float = 1.0
+    """exploration at the first step"""
+    epsilon_end: float = 0.04
+    """exploration after the decay"""
+    exploration_steps: int = 2_000
+    """real steps over which epsilon decays linearly"""
+    model_train_interval: int = 250
+    """retrain the world model on the replay buffer every this many real steps"""
+    model_epochs: int = 3
+    """epochs over the replay buffer at each world-model retraining"""
+    model_initial_epochs: int = 100
+    """epochs of the first world-model fit, on the warm-up data (skipped with --warm-start)"""
+    model_hidden_size: int = 200
+    """width of the world model's encoder layers"""
+    warm_start: bool = False
+    """start the world model from checkpoints/world_model.pt (its data are not counted as steps)"""
+    eval_interval: int = 500
+    """real steps between evaluations"""
+    eval_episodes: int = 10
+    """greedy episodes per evaluation"""
+    min_steps: int = 10_000
+    """every run lasts at least this many real steps"""
+    steps_after_solve: int = 5_000
+    """and this many past its first solve"""
+    max_steps: int = 50_000
+    """cap on real steps per run"""
+    workers: int = 2
+    """parallel processes (one thread each)"""
+    plot: Path = PLOTS_DIR / "dqn_vs_dyna.png"
+    """where to write the learning curves"""
+    results: Path = RESULTS_DIR / "agent.json"
+    """where to write every run's curve and figures"""
+    q_checkpoint: Path = Path("checkpoints/dqn.pt")
+    """where to save the Dyna agent's Q-network (first seed)"""
+    device: str = "cpu"
+    """cpu, or cuda when a GPU is present"""
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "rollout_length", "lr", "batch_size", "hidden_size", "buffer_size",
+            "target_update_interval", "exploration_steps", "model_train_interval", "model_epochs",
+            "model_initial_epochs", "model_hidden_size", "eval_interval", "eval_episodes",
+            "min_steps", "max_steps", "workers",
+        )  # fmt: skip
+        require(len(self.seeds) > 0, "--seeds needs at least one seed")
+        require(
+            self.planning_steps >= 0,
+            f"--planning-steps (K) must be >= 0, got {self.planning_steps}",
+        )
+        require(self.real_updates >= 0, f"--real-updates must be >= 0, got {self.real_updates}")
+        require(self.learning_starts >= 0, "--learning-starts must be >= 0")
+        require(self.steps_after_solve >= 0, "--steps-after-solve must be >= 0")
+        require(0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1], got {self.gamma}")
+        require_probability(self, "epsilon_start", "epsilon_end")
+        require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
+
+
+# ----------------------------------------------------------------------------- replay buffer
+
+
+class ReplayBuffer:
+    """Preallocated ring buffer of real transitions, stored as tensors on `device`."""
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.capacity, self.size, self.position = capacity, 0, 0
+        self.state = torch.zeros(capacity, STATE_DIM, device=device)
+        self.action = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.reward = torch.zeros(capacity, device=device)
+        self.next_state = torch.zeros(capacity, STATE_DIM, device=device)
+        self.terminated = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.truncated = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.episode = torch.zeros(capacity, dtype=torch.long, device=device)
+
+    def add(self, state, action, reward, next_state, terminated, truncated, episode) -> None:
+        i = self.position
+        self.state[i] = torch.as_tensor(state)
+        self.action[i], self.reward[i] = action, reward
+        self.next_state[i] = torch.as_tensor(next_state)
+        self.terminated[i], self.truncated[i], self.episode[i] = terminated, truncated, episode
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """B uniformly drawn transitions: the fields `train_on_batch` reads."""
+        rows = torch.randint(self.size, (batch_size,), generator=generator).to(self.state.device)
+        return {name: values[rows] for name, values in self.as_batch().items()}
+
+    def as_batch(self) -> Batch:
+        """Every stored transition (views, no copy)."""
+        n = self.size
+        return {
+            "state": self.state[:n],
+            "action": self.action[:n],
+            "reward": self.reward[:n],
+            "next_state": self.next_state[:n],
+            "terminated": self.terminated[:n],
+        }
+
+    def to_transitions(self) -> Transitions:
+        """The buffer in the data/transitions.npz schema (oldest first)."""
+        n = self.size
+        order = torch.arange(self.position - n, self.position) % self.capacity
+        fields = {
+            "state": self.state,
+            "action": self.action,
+            "reward": self.reward,
+            "next_state": self.next_state,
+            "terminated": self.terminated,
+            "truncated": self.truncated,
+            "episode": self.episode,
+        }
+        return Transitions(**{name: values[order].cpu().numpy() for name, values in fields.items()})
+
+
+# ----------------------------------------------------------------------------- the DQN
+
+
+def q_network(hidden_size: int) -> nn.Sequential:
+    """(B, S) states -> (B, A) action values."""
+    return nn.Sequential(
+        nn.Linear(STATE_DIM, hidden_size),
+        nn.ReLU(),
+        nn.Linear(hidden_size, hidden_size),
+        nn.ReLU(),
+        nn.Linear(hidden_size, NUM_ACTIONS),
+    )
+
+
+class DQNAgent:
+    """A Q-network, its target network and optimiser.
+
+    Args:
+        cfg: the run's hyperparameters (hidden_size, lr, gamma, target_update_interval).
+        device: where the networks live.
+        generator: draws exploration coins and random actions (seeded by the run).
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator) -> None:
+        self.q_network = q_network(cfg.hidden_size).to(device)
+        self.target_network = q_network(cfg.hidden_size).to(device)
+        self.target_network.load_state_dict(self.q_network.state_dict())
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.lr, foreach=True)
+        self.gamma = cfg.gamma
+        self.target_update_interval = cfg.target_update_interval
+        self.generator = generator
+        self.updates = 0
+
+    @torch.no_grad()
+    def select_action(self, states: torch.Tensor, epsilon: float) -> torch.Tensor:
+        """Epsilon-greedy: (B, S) states -> (B,) actions, each random with probability epsilon.
+
+        A random action is uniform over all A actions (so the greedy one is picked with probability
+        1 - epsilon + epsilon / A).
+        """
+        greedy = self.q_network(states).argmax(dim=1)  # (B,)
+        B = len(states)
+        explore = torch.rand(B, generator=self.generator) < epsilon
+        random_actions = torch.randint(NUM_ACTIONS, (B,), generator=self.generator)
+        return torch.where(explore.to(greedy.device), random_actions.to(greedy.device), greedy)
+
+    def train_on_batch(self, batch: Batch) -> float:
+        """One Q-learning step on (B,) transitions; returns the loss.
+
+        Target: r + gamma * max_a' Q_target(s', a') * (1 - terminated). Only `terminated` cuts the
+        bootstrap: a time-limit truncation is not an end of the MDP (truncated transitions are
+        stored as not terminated, so their target still bootstraps).
+        """
+        with torch.no_grad():
+            next_value = self.target_network(batch["next_state"]).max(dim=1).values  # (B,)
+            not_done = 1.0 - batch["terminated"].float()
+            target = batch["reward"] + self.gamma * not_done * next_value  # (B,)
+        q_values = self.q_network(batch["state"])  # (B, A)
+        q_taken = q_values.gather(1, batch["action"][:, None]).squeeze(1)  # (B,)
+        loss = F.smooth_l1_loss(q_taken, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.target_update_interval == 0:
+            self.target_network.load_state_dict(self.q_network.state_dict())
+        return loss.item()
+
+
+# ----------------------------------------------------------------------------- Dyna
+
+
+def _train_on_simulated_data(
+    agent: DQNAgent,
+    model: WorldModel,
+    buffer: ReplayBuffer,
+    num_updates: int,
+    rollout_length: int,
+    batch_size: int,
+    epsilon: float,
+) -> int:
+    """K Q-updates on transitions imagined by `model` from real start states.
+
+    Draws enough real start states that every imagined transition is used about once, rolls each
+    out `rollout_length` steps with the agent's current epsilon-greedy policy (stopping at
+    predicted dones), and trains on the valid imagined transitions in `num_updates` mini-batches.
+    Returns the number of imagined transitions used.
+    """
+    num_starts = math.ceil(num_updates * batch_size / rollout_length)
+    starts = buffer.sample(num_starts, agent.generator)["state"]  # (B, S) real states
+    rollout = imagine_rollout(
+        model, starts, lambda s: agent.select_action(s, epsilon), rollout_length
+    )
+    valid = rollout.valid  # (B, k): steps before (and including) a predicted done
+    imagined = {
+        "state": rollout.states[valid],
+        "action": rollout.actions[valid],
+        "reward": rollout.rewards[valid],
+        "next_state": rollout.next_states[valid],
+        "terminated": rollout.dones[valid],  # the model's done: a termination, never truncation
+    }
+    count = len(imagined["action"])
+    order = torch.randperm(count, generator=agent.generator).to(imagined["action"].device)
+    for chunk in order.chunk(num_updates):
+        agent.train_on_batch({name: values[chunk] for name, values in imagined.items()})
+    return count
+
+
+def eval_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
+    """Reset seeds of the `evaluation`-th evaluation of run `seed`: the same for every arm."""
+    return [10_000 * (seed + 1) + 100 * evaluation + i for i in range(episodes)]
+
+
+@torch.no_grad()
+def evaluate_policy(q_function: nn.Module, seeds: list[int], device: torch.device) -> float:
+    """Mean return of greedy episodes, one per seed, run side by side (one batched forward).
+
+    Args:
+        q_function: maps (B, S) states to (B, A) action values (any DQN's Q-network).
+        seeds: reset seed of each evaluation environment.
+    """
+    envs = [gym.make(ENV_ID) for _ in seeds]
+    states = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
+    returns = np.zeros(len(envs))
+    running = np.ones(len(envs), dtype=bool)
+    while running.any():
+        actions = q_function(torch.as_tensor(states, device=device)).argmax(1).cpu().numpy()
+        for i in np.flatnonzero(running):
+            states[i], reward, terminated, truncated, _ = envs[i].step(int(actions[i]))
+            returns[i] += reward
+            running[i] = not (terminated or truncated)
+    for env in envs:
+        env.close()
+    return float(returns.mean())
+
+
+def linear_epsilon(cfg: Config, step: int) -> float:
+    fraction = min(step / cfg.exploration_steps, 1.0)
+    return cfg.epsilon_start + fraction * (cfg.epsilon_end - cfg.epsilon_start)
+
+
+def run_length(cfg: Config, solved_at: int | None) -> int:
+    """Real steps a run lasts: min_steps, or steps_after_solve past the solve if later; capped."""
+    end = (
+        cfg.min_steps
+        if solved_at is None
+        else max(cfg.min_steps, solved_at + cfg.steps_after_solve)
+    )
+    return min(end, cfg.max_steps)
+
+
+def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dict:
+    """One run of Dyna-DQN with K = cfg.planning_steps (K = 0: plain DQN) on one seed.
+
+    Returns the evaluation curve and the figures defined in the module docstring.
+    """
+    configure_threads()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    agent = DQNAgent(cfg, device, generator)
+    buffer = ReplayBuffer(min(cfg.buffer_size, cfg.max_steps), device)
+    use_model = cfg.planning_steps > 0
+    model: WorldModel | None = None
+    if use_model and cfg.warm_start:
+        model = load_world_model(CHECKPOINT_PATH, device).train()
+    elif use_model:
+        model = WorldModel(WorldModelConfig(hidden_size=cfg.model_hidden_size)).to(device)
+    model_optimizer = torch.optim.Adam(model.parameters(), lr=1e-3) if model else None
+    model_ready = cfg.warm_start
+
+    env = gym.make(ENV_ID)
+    state, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    episode, episode_return, episode_returns = 0, 0.0, []
+    eval_steps, eval_returns = [], []
+    solved_at, wall_to_solve, imagined_total = None, None, 0
+    started = time.perf_counter()
+    bar = progress(
+        total=cfg.max_steps,
+        desc=f"K={cfg.planning_steps} seed {seed}",
+        unit="step",
+        disable=None if show_progress else True,
+    )
+
+    step = 0
+    while step < run_length(cfg, solved_at):
+        # -- act in the real environment
+        epsilon = linear_epsilon(cfg, step)
+        if step < cfg.learning_starts:
+            action = int(env.action_space.sample())
+        else:
+            action = int(
+                agent.select_action(torch.as_tensor(state, device=device)[None], epsilon).item()
+            )
+        next_state, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(state, action, reward, next_state, terminated, truncated, episode)
+        episode_return += reward
+        step += 1
+        if terminated or truncated:  # either ends the episode; only `terminated` cuts TD targets
+            state, _ = env.reset()
+            episode_returns.append(episode_return)
+            episode, episode_return = episode + 1, 0.0
+        else:
+            state = next_state
+
+        if step >= cfg.learning_starts:
+            # -- learn from real experience
+            for _ in range(cfg.real_updates):
+                agent.train_on_batch(buffer.sample(cfg.batch_size, generator))
+            # -- keep the world model up to date with the agent's own data
+            if model is not None and (step - cfg.learning_starts) % cfg.model_train_interval == 0:
+                epochs = cfg.model_epochs
+                if not model_ready:  # first fit: normalisation statistics from the buffer
+                    data = buffer.as_batch()
+                    model.set_normalization(data["state"], data["next_state"], data["terminated"])
+                    epochs, model_ready = cfg.model_initial_epochs, True
+                for _ in range(epochs):
+                    train_epoch(model, model_optimizer, buffer.as_batch(), 128, generator)
+                model.eval()
+            # -- learn from imagined experience
+            if model is not None and model_ready:
+                imagined_total += _train_on_simulated_data(
+                    agent,
+                    model,
+                    buffer,
+                    cfg.planning_steps,
+                    cfg.rollout_length,
+                    cfg.batch_size,
+                    epsilon,
+                )
+
+        if step % cfg.eval_interval == 0:
+            seeds = eval_seeds(seed, len(eval_steps), cfg.eval_episodes)
+            score = evaluate_policy(agent.q_network, seeds, device)
+            eval_steps.append(step)
+            eval_returns.append(score)
+            if solved_at is None and score >= SOLVED_RETURN:
+                solved_at, wall_to_solve = step, time.perf_counter() - started
+            bar.set_postfix(eval_return=f"{score:.0f}")
+        bar.update(1)
+    bar.close()
+    env.close()
+    return summarize_run(
+        cfg,
+        seed,
+        eval_steps,
+        eval_returns,
+        solved_at,
+        wall_to_solve,
+        time.perf_counter() - started,
+        agent.updates,
+        imagined_total,
+        agent.q_network.state_dict(),
+    )
+
+
+def summarize_run(
+    cfg,
+    seed,
+    eval_steps,
+    eval_returns,
+    solved_at,
+    wall_to_solve,
+    wall_total,
+    updates,
+    imagined,
+    q_weights,
+) -> dict:
+    """One run's record: its curve plus steps-to-solve, stability, AUC and wall time."""
+    steps, returns = np.array(eval_steps), np.array(eval_returns)
+    stability = None
+    if solved_at is not None:
+        after = returns[steps > solved_at][:10]
+        stability = float((after >= SOLVED_RETURN).mean()) if len(after) else None
+    return {
+        "seed": seed,
+        "planning_steps": getattr(cfg, "planning_steps", 0),
+        "eval_steps": eval_steps,
+        "eval_returns": eval_returns,
+        "steps_to_solve": solved_at,
+        "stability": stability,
+        "auc_10k": float(returns[steps <= 10_000].mean()),
+        "wall_s": wall_to_solve,
+        "wall_total_s": wall_total,
+        "updates": updates,
+        "imagined_transitions": imagined,
+        "q_weights": q_weights,
+    }
+
+
+# ----------------------------------------------------------------------------- many runs
+
+
+def _run(args: tuple[Config, int]) -> dict:
+    cfg, seed = args
+    return train_dyna_agent(cfg, seed)
+
+
+def run_many(jobs: list[tuple[Config, int]], workers: int, desc: str = "runs") -> list[dict]:
+    """Run `train_dyna_agent` for each (config, seed), in `workers` processes of one thread."""
+    if workers == 1 or len(jobs) == 1:
+        return [_run(job) for job in progress(jobs, desc=desc, unit="run")]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(progress(pool.imap(_run, jobs), total=len(jobs), desc=desc, unit="run"))
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """The figures of one arm over its seeds."""
+    solves = [run["steps_to_solve"] for run in runs]
+    solved = [s for s in solves if s is not None]
+    walls = [run["wall_s"] for run in runs if run["wall_s"] is not None]
+    stabilities = [run["stability"] for run in runs if run["stability"] is not None]
+    return {
+        "seeds": [run["seed"] for run in runs],
+        "steps_to_solve": solves,
+        "median_steps": _median_or_none([s if s is not None else math.inf for s in solves]),
+        "worst_steps": max(solved) if len(solved) == len(solves) else None,
+        "solved": f"{len(solved)}/{len(solves)}",
+        "stability": float(np.mean(stabilities)) if stabilities else None,
+        "auc_10k": float(np.mean([run["auc_10k"] for run in runs])),
+        "wall_s": [run["wall_s"] for run in runs],
+        "median_wall_s": _median_or_none(walls),
+    }
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    """Median, or None when it is not finite (half or more of the runs never solved)."""
+    median = float(np.median(values)) if values else math.inf
+    return median if math.isfinite(median) else None
+
+
+def learning_curves(runs: list[dict], until: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) evaluation steps and (R, T) returns up to `until`, common to all runs."""
+    steps = np.array(runs[0]["eval_steps"])
+    steps = steps[steps <= until]
+    returns = np.array([run["eval_returns"][: len(steps)] for run in runs])
+    return steps, returns
+
+
+def plot_comparison(
+    arms: dict[str, list[dict]], path: Path, caption: str, until: int = 10_000
+) -> None:
+    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
+    fig, axes = new_figure(1, 1, width=8.0, height=4.6)
+    ax = axes[0, 0]
+    for name, runs in arms.items():
+        steps, returns = learning_curves(runs, until)
+        mean = returns.mean(axis=0)
+        half = 0 * mean
+        if len(runs) > 1:
+            half = 1.96 * returns.std(axis=0, ddof=1) / np.sqrt(len(runs))
+        color = COLORS.get(name.split(" ")[0], None)
+        ax.plot(steps, mean, color=color, lw=2, label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(
+            steps,
+            np.clip(mean - half, 0, 500),
+            np.clip(mean + half, 0, 500),
+            color=color,
+            alpha=0.2,
+            lw=0,
+        )
+    ax.axhline(SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
+    ax.set_xlabel("real environment steps (evaluation episodes not counted)")
+    ax.set_ylabel("evaluation return\n(mean of 10 greedy episodes)")
+    ax.set_ylim(0, 520)
+    ax.set_xlim(0, until)
+    ax.legend(loc="lower right")
+    ax.set_title(
+        "Model-free DQN vs Dyna-DQN on CartPole-v1; band: 95% confidence interval of "
+        "the mean over seeds",
+        fontsize=10,
+    )
+    add_caption(fig, caption)
+    save_figure(fig, path)
+
+
+def format_table(arms: dict[str, dict]) -> str:
+    """Markdown table: steps-to-solve per seed and the summary figures of each arm."""
+    seeds = next(iter(arms.values()))["seeds"]
+    header = (
+        "| arm | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | median | solved | stability | AUC 10k | median wall s |"
+    )
+    lines = [header, "|" + " --- |" * (len(seeds) + 6)]
+    for name, a in arms.items():
+        cells = [f"{s:,}" if s is not None else "–" for s in a["steps_to_solve"]]
+        fmt = lambda x, f: format(x, f) if x is not None else "–"  # noqa: E731
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {fmt(a['median_steps'], ',.0f')} | "
+            f"{a['solved']} | {fmt(a['stability'], '.2f')} | {a['auc_10k']:.0f} | "
+            f"{fmt(a['median_wall_s'], '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def save_q_network(path: Path, weights: dict, cfg: Config) -> None:
+    save_checkpoint(path, Q_KIND, weights, {"hidden_size": cfg.hidden_size}, meta=run_metadata(cfg))
+
+
+def greedy_policy_from_checkpoint(path: Path) -> Callable[[np.ndarray], int]:
+    """A numpy-state -> action greedy policy from a saved Q-network."""
+    payload = load_checkpoint(path, Q_KIND, AGENT_COMMAND)
+    network = q_network(payload["config"]["hidden_size"])
+    network.load_state_dict(payload["state_dict"])
+    network.eval()
+
+    @torch.inference_mode()
+    def act(state: np.ndarray) -> int:
+        return int(network(torch.as_tensor(state)[None]).argmax(1).item())
+
+    return act
+
+
+def main(cfg: Config) -> dict:
+    resolve_device(cfg.device)  # fail fast on a bad --device
+    if cfg.warm_start:
+        load_world_model(CHECKPOINT_PATH)  # fail fast, before any run starts
+    dyna_k = max(cfg.planning_steps, 1)
+    arms_cfg = {
+        "dqn (K=0)": replace(cfg, planning_steps=0),
+        f"dyna (K={dyna_k}, k={cfg.rollout_length})": replace(cfg, planning_steps=dyna_k),
+    }
+    jobs = [(arm_cfg, seed) for arm_cfg in arms_cfg.values() for seed in cfg.seeds]
+    runs = run_many(jobs, cfg.workers)
+    arms = {
+        name: runs[i * len(cfg.seeds) : (i + 1) * len(cfg.seeds)] for i, name in enumerate(arms_cfg)
+    }
+
+    summary = {name: aggregate(arm_runs) for name, arm_runs in arms.items()}
+    save_q_network(cfg.q_checkpoint, arms[next(reversed(arms))][0]["q_weights"], cfg)
+    for arm_runs in arms.values():
+        for run in arm_runs:
+            run.pop("q_weights")
+    save_json(cfg.results, {"arms": summary, "runs": arms, **run_metadata(cfg)})
+    plot_comparison(
+        arms,
+        cfg.plot,
+        (
+            f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
+            f"{cfg.lr:g}, batch {cfg.batch_size}, target copy every {cfg.target_update_interval} "
+            f"updates, epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
+            f"{cfg.exploration_steps:,} steps, {cfg.learning_starts} random warm-up steps. "
+            f"Dyna: world "
+            f"model retrained on the agent's own buffer every {cfg.model_train_interval} steps"
+            f"{' (warm-started)' if cfg.warm_start else ''}, K={dyna_k} imagined updates per real "
+            f"step from {cfg.rollout_length}-step rollouts."
+        ),
+    )
+    print(format_table(summary))
+    dqn, dyna = summary.values()
+    headline = (
+        f"median steps to solve: DQN {_fmt_steps(dqn['median_steps'])}, Dyna "
+        f"{_fmt_steps(dyna['median_steps'])}"
+    )
+    print(headline)
+    print(f"Wrote {cfg.plot}, {cfg.results} and {cfg.q_checkpoint}")
+    return {"arms": summary, "headline": headline}
+
+
+def _fmt_steps(steps: float | None) -> str:
+    return "not solved" if steps is None or math.isinf(steps) else f"{steps:,.0f}"
+
+
+if __name__ == "__main__":
+    cli(main, Config)
