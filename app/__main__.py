@@ -2,9 +2,9 @@
 
     uv run python -m app
 
-Runs app.world_model (self-check), app.data_collection, app.train_model and app.plan_with_model,
-each exactly as its own `python -m` command would, then prints what was written where and the
-headline figures. Phases pass data through files: data/, checkpoints/, plots/.
+Runs app.world_model (self-check), app.data_collection, app.train_model, app.plan_with_model and
+app.agent, each exactly as its own `python -m` command would, then prints what was written where
+and the headline figures. Phases pass data through files: data/, checkpoints/, plots/.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from app import data_collection, plan_with_model, train_model, world_model
+from app import agent, data_collection, plan_with_model, train_model, world_model
 from app.common import UserError, cli
 
 
@@ -21,9 +21,12 @@ class Config:
     """Run every phase in order."""
 
     seed: int = 0
-    """seed passed to every phase (plan_with_model uses seed + 1 for fresh episodes)"""
+    """seed passed to every phase (plan_with_model uses seed + 1 for fresh episodes, the agent
+    seeds seed, seed + 1, seed + 2)"""
     device: str = "cpu"
     """cpu, or cuda when a GPU is present"""
+    skip_agent: bool = False
+    """stop after phase 4 (the agent's DQN vs Dyna comparison takes a few minutes)"""
     quick: bool = False
     """a tour in seconds: tiny data, few epochs, few episodes (the figures will be poor)"""
 
@@ -33,6 +36,15 @@ QUICK = {
     "collect": {"num_transitions": 1_000},
     "train": {"epochs": 3, "hidden_size": 32},
     "plan": {"num_episodes": 10, "horizon": 20},
+    "agent": {
+        "min_steps": 600,
+        "max_steps": 600,
+        "learning_starts": 200,
+        "eval_interval": 300,
+        "eval_episodes": 2,
+        "model_initial_epochs": 5,
+        "workers": 1,
+    },
 }
 
 
@@ -76,6 +88,15 @@ def main(cfg: Config) -> dict:
             else f"stays under {plan_cfg.error_threshold:g}"
         )
     )
+
+    if not cfg.skip_agent:
+        print("\n== Phase 5: model-free DQN vs Dyna-DQN")
+        seeds = tuple(cfg.seed + i for i in range(1 if cfg.quick else len(agent.Config.seeds)))
+        agent_cfg = agent.Config(
+            seeds=seeds, device=cfg.device, **QUICK["agent"] if cfg.quick else {}
+        )
+        result = agent.main(agent_cfg)
+        lines.append(f"{agent_cfg.plot}: {result['headline']}")
 
     print(f"\n== Done in {time.perf_counter() - started:.0f} s. Written:")
     for line in lines:

@@ -98,8 +98,8 @@ class Config:
     """real steps over which epsilon decays linearly"""
     model_train_interval: int = 250
     """retrain the world model on the replay buffer every this many real steps"""
-    model_epochs: int = 3
-    """epochs over the replay buffer at each world-model retraining"""
+    model_sample: int = 8_192
+    """transitions (drawn from the replay buffer) in each world-model retraining epoch"""
     model_initial_epochs: int = 100
     """epochs of the first world-model fit, on the warm-up data (skipped with --warm-start)"""
     model_hidden_size: int = 200
@@ -130,7 +130,7 @@ class Config:
     def __post_init__(self) -> None:
         require_positive(
             self, "rollout_length", "lr", "batch_size", "hidden_size", "buffer_size",
-            "target_update_interval", "exploration_steps", "model_train_interval", "model_epochs",
+            "target_update_interval", "exploration_steps", "model_train_interval", "model_sample",
             "model_initial_epochs", "model_hidden_size", "eval_interval", "eval_episodes",
             "min_steps", "max_steps", "workers",
         )  # fmt: skip
@@ -231,7 +231,7 @@ class DQNAgent:
         self.q_network = q_network(cfg.hidden_size).to(device)
         self.target_network = q_network(cfg.hidden_size).to(device)
         self.target_network.load_state_dict(self.q_network.state_dict())
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.lr, foreach=True)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.lr, fused=True)
         self.gamma = cfg.gamma
         self.target_update_interval = cfg.target_update_interval
         self.generator = generator
@@ -250,17 +250,21 @@ class DQNAgent:
         random_actions = torch.randint(NUM_ACTIONS, (B,), generator=self.generator)
         return torch.where(explore.to(greedy.device), random_actions.to(greedy.device), greedy)
 
-    def train_on_batch(self, batch: Batch) -> float:
-        """One Q-learning step on (B,) transitions; returns the loss.
+    @torch.no_grad()  # the target is a fixed regression label: no gradient flows into it
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        """(B,) Q-learning targets r + gamma * max_a' Q_target(s', a') * (1 - terminated).
 
-        Target: r + gamma * max_a' Q_target(s', a') * (1 - terminated). Only `terminated` cuts the
-        bootstrap: a time-limit truncation is not an end of the MDP (truncated transitions are
-        stored as not terminated, so their target still bootstraps).
+        Only `terminated` cuts the bootstrap. A time-limit truncation is not an end of the MDP:
+        the pole was still up, so the value of s' is real and must be counted (truncated
+        transitions are stored with terminated = False).
         """
-        with torch.no_grad():
-            next_value = self.target_network(batch["next_state"]).max(dim=1).values  # (B,)
-            not_done = 1.0 - batch["terminated"].float()
-            target = batch["reward"] + self.gamma * not_done * next_value  # (B,)
+        next_value = self.target_network(batch["next_state"]).max(dim=1).values  # (B,)
+        not_done = 1.0 - batch["terminated"].float()
+        return batch["reward"] + self.gamma * not_done * next_value
+
+    def train_on_batch(self, batch: Batch) -> float:
+        """One Q-learning step on a batch of B transitions (real or imagined); returns the loss."""
+        target = self.td_target(batch)  # (B,)
         q_values = self.q_network(batch["state"])  # (B, A)
         q_taken = q_values.gather(1, batch["action"][:, None]).squeeze(1)  # (B,)
         loss = F.smooth_l1_loss(q_taken, target)
@@ -372,7 +376,7 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
         model = load_world_model(CHECKPOINT_PATH, device).train()
     elif use_model:
         model = WorldModel(WorldModelConfig(hidden_size=cfg.model_hidden_size)).to(device)
-    model_optimizer = torch.optim.Adam(model.parameters(), lr=1e-3) if model else None
+    model_optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) if model else None
     model_ready = cfg.warm_start
 
     env = gym.make(ENV_ID)
@@ -416,13 +420,14 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
                 agent.train_on_batch(buffer.sample(cfg.batch_size, generator))
             # -- keep the world model up to date with the agent's own data
             if model is not None and (step - cfg.learning_starts) % cfg.model_train_interval == 0:
-                epochs = cfg.model_epochs
+                epochs = 1
                 if not model_ready:  # first fit: normalisation statistics from the buffer
                     data = buffer.as_batch()
                     model.set_normalization(data["state"], data["next_state"], data["terminated"])
                     epochs, model_ready = cfg.model_initial_epochs, True
-                for _ in range(epochs):
-                    train_epoch(model, model_optimizer, buffer.as_batch(), 128, generator)
+                for _ in range(epochs):  # phase 3's own training epoch, on a sample of the buffer
+                    sample = buffer.sample(min(cfg.model_sample, buffer.size), generator)
+                    train_epoch(model, model_optimizer, sample, 128, generator)
                 model.eval()
             # -- learn from imagined experience
             if model is not None and model_ready:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,11 +17,18 @@ COMMANDS = [
     "app.data_collection",
     "app.train_model",
     "app.plan_with_model",
+    "app.agent",
+    "app.benchmark",
 ]
 TINY = {
     "app.data_collection": ["--num-transitions", "600"],
     "app.train_model": ["--epochs", "2", "--hidden-size", "32"],
     "app.plan_with_model": ["--num-episodes", "5", "--horizon", "15"],
+    "app.agent": (
+        "--seeds 0 1 --min-steps 400 --max-steps 400 --learning-starts 100 --eval-interval 200 "
+        "--eval-episodes 2 --model-initial-epochs 2 --hidden-size 16 --model-hidden-size 16 "
+        "--planning-steps 2"
+    ).split(),
 }
 
 
@@ -67,6 +75,56 @@ def test_pipeline_writes(pipeline: Path, output: str) -> None:
     assert path.is_file() and path.stat().st_size > 0
     leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers  # atomic writes leave no temporary files behind
+
+
+def test_agent_table(pipeline: Path) -> None:
+    results = json.loads((pipeline / "results" / "agent.json").read_text())
+    assert set(results["arms"]) == {"dqn (K=0)", "dyna (K=2, k=3)"}
+    for arm in results["arms"].values():
+        assert arm["seeds"] == [0, 1]
+
+
+def test_collect_with_trained_q_network(pipeline: Path, tmp_path: Path) -> None:
+    shutil.copytree(pipeline, tmp_path, dirs_exist_ok=True)
+    result = run_module(
+        "app.data_collection",
+        "--policy",
+        "epsilon_greedy",
+        "--num-transitions",
+        "300",
+        "--output",
+        "data/greedy.npz",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "greedy.npz").is_file()
+
+
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    result = run_module(
+        "app.benchmark",
+        "--seeds",
+        "0",
+        "--arms",
+        "dqn",
+        "dyna",
+        "--max-steps",
+        "1000",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "results" / "benchmark.json").read_text())
+    assert set(summary["arms"]) == {"dqn", "dyna"}
+    for arm in summary["arms"].values():
+        assert {
+            "steps_to_solve",
+            "median_steps",
+            "stability",
+            "auc_10k",
+            "wall_s",
+            "median_wall_s",
+        } <= set(arm)
+    assert (tmp_path / "results" / "benchmark.md").is_file()
 
 
 def test_whole_pipeline_quick(tmp_path: Path) -> None:
@@ -143,6 +201,10 @@ def test_checkpoint_truncated_and_not_overwritten(pipeline: Path, tmp_path: Path
         ("app.train_model", ["--device", "tpu"], "unknown --device"),
         ("app.plan_with_model", ["--horizon", "0"], "--horizon must be positive"),
         ("app.plan_with_model", ["--horizon", "ten"], "expected int"),
+        ("app.agent", ["--planning-steps", "-1"], "--planning-steps (K) must be >= 0"),
+        ("app.agent", ["--epsilon-end", "2"], "--epsilon-end must be in [0, 1]"),
+        ("app.agent", ["--seeds"], "expected at least one argument"),
+        ("app.benchmark", ["--arms", "ppo"], "unknown --arms"),
     ],
 )
 def test_nonsense_flags(

@@ -1,0 +1,247 @@
+"""Phase 5 contract: TD targets, epsilon-greedy, the imagined-data path, the Dyna loop."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from app import agent
+from app.agent import Config, DQNAgent, ReplayBuffer, _train_on_simulated_data
+from tests.test_plan_with_model import CountingModel
+
+GAMMA = 0.9
+
+
+def make_agent(**overrides) -> DQNAgent:
+    cfg = replace(Config(), gamma=GAMMA, hidden_size=16, **overrides)
+    return DQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+
+
+def constant_q(network: torch.nn.Sequential, values: list[float]) -> None:
+    """Make `network` output `values` for every state."""
+    with torch.no_grad():
+        last = network[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor(values))
+
+
+def test_td_target_terminated_vs_truncated() -> None:
+    dqn = make_agent()
+    constant_q(dqn.target_network, [1.0, 2.0])  # max_a' Q_target(s', a') = 2
+    batch = {
+        "state": torch.zeros(3, 4),
+        "action": torch.tensor([0, 1, 0]),
+        "reward": torch.tensor([1.0, 1.0, 0.5]),
+        "next_state": torch.zeros(3, 4),
+        # row 0: the pole fell; row 1: the 500-step limit (stored as not terminated); row 2: mid-run
+        "terminated": torch.tensor([True, False, False]),
+    }
+    expected = [1.0, 1.0 + GAMMA * 2.0, 0.5 + GAMMA * 2.0]
+    np.testing.assert_allclose(dqn.td_target(batch).numpy(), expected, rtol=1e-6)
+
+
+def test_td_target_uses_target_network_not_online() -> None:
+    dqn = make_agent()
+    constant_q(dqn.target_network, [3.0, 0.0])
+    constant_q(dqn.q_network, [100.0, 100.0])
+    batch = {
+        "state": torch.zeros(1, 4),
+        "action": torch.tensor([0]),
+        "reward": torch.zeros(1),
+        "next_state": torch.zeros(1, 4),
+        "terminated": torch.tensor([False]),
+    }
+    assert dqn.td_target(batch).item() == pytest.approx(GAMMA * 3.0)
+
+
+def test_train_on_batch_moves_q_towards_target() -> None:
+    dqn = make_agent(lr=1e-2, target_update_interval=10_000)
+    batch = {
+        "state": torch.randn(32, 4),
+        "action": torch.randint(2, (32,)),
+        "reward": torch.ones(32),
+        "next_state": torch.randn(32, 4),
+        "terminated": torch.ones(32, dtype=torch.bool),
+    }  # target is exactly the reward, 1
+    for _ in range(200):
+        dqn.train_on_batch(batch)
+    q_taken = dqn.q_network(batch["state"]).gather(1, batch["action"][:, None]).squeeze(1)
+    np.testing.assert_allclose(q_taken.detach().numpy(), 1.0, atol=0.05)
+    assert dqn.updates == 200
+
+
+def test_target_network_copied_every_interval() -> None:
+    dqn = make_agent(target_update_interval=3)
+    batch = {
+        "state": torch.randn(8, 4),
+        "action": torch.randint(2, (8,)),
+        "reward": torch.ones(8),
+        "next_state": torch.randn(8, 4),
+        "terminated": torch.zeros(8, dtype=torch.bool),
+    }
+    for update in range(1, 7):
+        dqn.train_on_batch(batch)
+        same = all(
+            torch.equal(a, b)
+            for a, b in zip(
+                dqn.q_network.state_dict().values(),
+                dqn.target_network.state_dict().values(),
+                strict=True,
+            )
+        )
+        assert same == (update % 3 == 0), update
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
+def test_epsilon_greedy_distribution(epsilon: float) -> None:
+    dqn = make_agent()
+    constant_q(dqn.q_network, [0.0, 1.0])  # action 1 is greedy everywhere
+    actions = dqn.select_action(torch.zeros(40_000, 4), epsilon)
+    share_greedy = (actions == 1).float().mean().item()
+    assert share_greedy == pytest.approx(1 - epsilon + epsilon / 2, abs=0.01)
+
+
+def test_select_action_follows_q_per_state() -> None:
+    dqn = make_agent()
+    dqn.q_network = torch.nn.Linear(4, 2)  # Q(s, left) = -x, Q(s, right) = x
+    with torch.no_grad():
+        dqn.q_network.weight.zero_()
+        dqn.q_network.bias.zero_()
+        dqn.q_network.weight[:, 0] = torch.tensor([-1.0, 1.0])
+    states = torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0], [0.5, 3, 3, 3]])
+    assert dqn.select_action(states, 0.0).tolist() == [1, 0, 1]
+
+
+def filled_buffer(size: int = 50, capacity: int = 64) -> ReplayBuffer:
+    buffer = ReplayBuffer(capacity, torch.device("cpu"))
+    for i in range(size):
+        state = np.full(4, -10.0 + i / 100, np.float32)
+        buffer.add(state, i % 2, 1.0, state + 1, False, False, 0)
+    return buffer
+
+
+class SpyModel(CountingModel):
+    """The counting simulator, paying reward 7 so imagined data are recognisable."""
+
+    calls = 0
+
+    def step(self, state, action):
+        SpyModel.calls += 1
+        next_state, _, done = super().step(state, action)
+        return next_state, torch.full((len(state),), 7.0), done
+
+
+def test_simulated_data_uses_model_and_respects_k() -> None:
+    dqn = make_agent()
+    batches = []
+    dqn.train_on_batch = batches.append  # record instead of learning
+    SpyModel.calls = 0
+    used = _train_on_simulated_data(
+        dqn, SpyModel(), filled_buffer(), num_updates=4, rollout_length=3, batch_size=6, epsilon=0.5
+    )
+    assert len(batches) == 4  # exactly K updates
+    assert SpyModel.calls == 3  # one batched model step per rollout step
+    assert used == 4 * 6  # every imagined transition used once: 8 starts x 3 steps
+    for batch in batches:
+        assert (batch["reward"] == 7.0).all()  # the model's reward, not the buffer's 1.0
+        assert (batch["state"][:, 0] < -3).all()  # near the real states (x <= -9.5), not at 0
+        moved = batch["next_state"][:, 0] - batch["state"][:, 0]
+        torch.testing.assert_close(moved, 1.0 + batch["action"].float())  # the model's physics
+        assert not batch["terminated"].any()
+
+
+def test_k_zero_never_touches_the_model(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("K = 0 must not imagine anything")
+
+    monkeypatch.setattr(agent, "_train_on_simulated_data", fail)
+    cfg = replace(
+        Config(),
+        planning_steps=0,
+        min_steps=300,
+        max_steps=300,
+        learning_starts=100,
+        eval_interval=150,
+        eval_episodes=2,
+        hidden_size=16,
+    )
+    run = agent.train_dyna_agent(cfg, seed=0)
+    assert run["imagined_transitions"] == 0
+    assert run["updates"] == 300 - 100 + 1  # one real update per step from learning_starts on
+    assert run["eval_steps"] == [150, 300]
+
+
+def test_dyna_run_imagines_k_updates_per_step() -> None:
+    cfg = replace(
+        Config(),
+        planning_steps=2,
+        rollout_length=2,
+        min_steps=300,
+        max_steps=300,
+        learning_starts=100,
+        eval_interval=300,
+        eval_episodes=2,
+        hidden_size=16,
+        model_hidden_size=32,
+        model_initial_epochs=2,
+        model_train_interval=100,
+    )
+    run = agent.train_dyna_agent(cfg, seed=0)
+    steps_learning = 300 - 100 + 1
+    assert run["updates"] == steps_learning * (1 + 2)
+    assert run["imagined_transitions"] > 0
+
+
+def test_same_seed_same_run() -> None:
+    cfg = replace(
+        Config(),
+        planning_steps=1,
+        min_steps=200,
+        max_steps=200,
+        learning_starts=50,
+        eval_interval=100,
+        eval_episodes=2,
+        hidden_size=16,
+        model_hidden_size=16,
+        model_initial_epochs=2,
+        model_train_interval=100,
+    )
+    a, b = agent.train_dyna_agent(cfg, 3), agent.train_dyna_agent(cfg, 3)
+    assert a["eval_returns"] == b["eval_returns"]
+    for name, weights in a["q_weights"].items():
+        assert torch.equal(weights, b["q_weights"][name])
+
+
+def test_replay_buffer_wraps_and_keeps_order() -> None:
+    buffer = filled_buffer(size=70, capacity=64)
+    assert buffer.size == 64
+    data = buffer.to_transitions()
+    np.testing.assert_allclose(data.state[:, 0], -10.0 + np.arange(6, 70) / 100, rtol=1e-6)
+    sample = buffer.sample(16, torch.Generator().manual_seed(0))
+    assert sample["state"].shape == (16, 4) and sample["action"].dtype == torch.long
+
+
+def test_run_length_and_stability() -> None:
+    cfg = Config()
+    assert agent.run_length(cfg, None) == 10_000
+    assert agent.run_length(cfg, 2_000) == 10_000
+    assert agent.run_length(cfg, 8_000) == 13_000
+    assert agent.run_length(cfg, 48_000) == 50_000
+    steps = list(range(500, 6_001, 500))
+    returns = [100, 500, 500, 480, 300, 500, 500, 500, 500, 500, 500, 500]
+    run = agent.summarize_run(cfg, 0, steps, returns, 1_000, 1.0, 2.0, 0, 0, None)
+    assert run["stability"] == pytest.approx(0.9)  # 9 of the 10 evaluations after the solve
+    assert run["auc_10k"] == pytest.approx(np.mean(returns))
+
+
+def test_aggregate_median_ignores_nothing() -> None:
+    runs = [
+        {"seed": s, "steps_to_solve": v, "stability": 1.0, "auc_10k": 1.0, "wall_s": 1.0}
+        for s, v in enumerate([1_000, 3_000, None])
+    ]
+    summary = agent.aggregate(runs)
+    assert summary["median_steps"] == 3_000  # an unsolved run counts as slower than any solve
+    assert summary["worst_steps"] is None and summary["solved"] == "2/3"
