@@ -244,11 +244,19 @@ class DQNAgent:
         A random action is uniform over all A actions (so the greedy one is picked with probability
         1 - epsilon + epsilon / A).
         """
+        # TODO(phase 5): greedy actions from the Q-network, each replaced by a uniformly random
+        # action with probability epsilon.
+        # HINT: argmax over dim 1 of self.q_network(states); draw the coins and the random actions
+        #       with generator=self.generator so a seed fixes them; torch.where picks per row.
+        # ### BEGIN SOLUTION (phase 5: DQNAgent.select_action)
         greedy = self.q_network(states).argmax(dim=1)  # (B,)
         B = len(states)
         explore = torch.rand(B, generator=self.generator) < epsilon
         random_actions = torch.randint(NUM_ACTIONS, (B,), generator=self.generator)
-        return torch.where(explore.to(greedy.device), random_actions.to(greedy.device), greedy)
+        actions = torch.where(explore.to(greedy.device), random_actions.to(greedy.device), greedy)
+        # ### END SOLUTION
+        assert actions.shape == (len(states),), f"actions must be (B,), got {tuple(actions.shape)}"
+        return actions
 
     @torch.no_grad()  # the target is a fixed regression label: no gradient flows into it
     def td_target(self, batch: Batch) -> torch.Tensor:
@@ -258,12 +266,22 @@ class DQNAgent:
         the pole was still up, so the value of s' is real and must be counted (truncated
         transitions are stored with terminated = False).
         """
+        # TODO(phase 5): the bootstrapped target, cut only where the episode truly terminated.
+        # HINT: self.target_network(next_state).max(dim=1).values is max_a' Q_target(s', a').
+        # ### BEGIN SOLUTION (phase 5: DQNAgent.td_target)
         next_value = self.target_network(batch["next_state"]).max(dim=1).values  # (B,)
         not_done = 1.0 - batch["terminated"].float()
-        return batch["reward"] + self.gamma * not_done * next_value
+        target = batch["reward"] + self.gamma * not_done * next_value
+        # ### END SOLUTION
+        assert target.shape == batch["reward"].shape, "the TD target must be (B,)"
+        return target
 
     def train_on_batch(self, batch: Batch) -> float:
         """One Q-learning step on a batch of B transitions (real or imagined); returns the loss."""
+        # TODO(phase 5): regress Q(s, a) of the taken actions onto the TD target; one Adam step.
+        # HINT: q_values.gather(1, action[:, None]).squeeze(1) picks Q(s, a) per row; the Huber
+        #       loss F.smooth_l1_loss is less jumpy than MSE when targets move.
+        # ### BEGIN SOLUTION (phase 5: DQNAgent.train_on_batch)
         target = self.td_target(batch)  # (B,)
         q_values = self.q_network(batch["state"])  # (B, A)
         q_taken = q_values.gather(1, batch["action"][:, None]).squeeze(1)  # (B,)
@@ -271,6 +289,7 @@ class DQNAgent:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        # ### END SOLUTION
         self.updates += 1
         if self.updates % self.target_update_interval == 0:
             self.target_network.load_state_dict(self.q_network.state_dict())
@@ -297,6 +316,13 @@ def _train_on_simulated_data(
     Returns the number of imagined transitions used.
     """
     num_starts = math.ceil(num_updates * batch_size / rollout_length)
+    # TODO(phase 5): imagine from real start states with the current policy, keep the valid
+    # transitions, and make `num_updates` Q-updates on them.
+    # HINT: buffer.sample(n, agent.generator)["state"] gives real start states; reuse phase 4's
+    #       imagine_rollout with the policy `lambda s: agent.select_action(s, epsilon)`.
+    # HINT: rollout.valid masks out steps after a predicted done; the model's done is the
+    #       "terminated" of an imagined transition. Split a random order into num_updates chunks.
+    # ### BEGIN SOLUTION (phase 5: _train_on_simulated_data)
     starts = buffer.sample(num_starts, agent.generator)["state"]  # (B, S) real states
     rollout = imagine_rollout(
         model, starts, lambda s: agent.select_action(s, epsilon), rollout_length
@@ -313,6 +339,7 @@ def _train_on_simulated_data(
     order = torch.randperm(count, generator=agent.generator).to(imagined["action"].device)
     for chunk in order.chunk(num_updates):
         agent.train_on_batch({name: values[chunk] for name, values in imagined.items()})
+    # ### END SOLUTION
     return count
 
 
@@ -414,6 +441,13 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
         else:
             state = next_state
 
+        # TODO(phase 5): the Dyna loop, once `step >= cfg.learning_starts`: real Q-updates from the
+        # replay buffer, a world-model refit every `cfg.model_train_interval` steps, and K
+        # imagined updates per real step.
+        # HINT: cfg.real_updates x agent.train_on_batch(buffer.sample(cfg.batch_size, generator)).
+        # HINT: before its first fit the model needs model.set_normalization(...) on the buffer;
+        #       phase 3's train_epoch does the fitting. With K = 0 (`model is None`) skip the model.
+        # ### BEGIN SOLUTION (phase 5: train_dyna_agent)
         if step >= cfg.learning_starts:
             # -- learn from real experience
             for _ in range(cfg.real_updates):
@@ -440,6 +474,7 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
                     cfg.batch_size,
                     epsilon,
                 )
+        # ### END SOLUTION
 
         if step % cfg.eval_interval == 0:
             seeds = eval_seeds(seed, len(eval_steps), cfg.eval_episodes)

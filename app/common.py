@@ -151,6 +151,13 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except NotImplementedError as todo:  # practice mode: a TODO stub was reached
+        print(
+            f"error: {todo} (still a TODO; `uv run python -m app.practice status` lists what is "
+            "open)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("\ninterrupted (Ctrl-C): nothing half-written was kept.", file=sys.stderr)
         raise SystemExit(130) from None

@@ -135,6 +135,12 @@ def imagine_rollout(
     dones = torch.zeros(B, horizon, dtype=torch.bool, device=device)
     valid = torch.zeros(B, horizon, dtype=torch.bool, device=device)
 
+    # TODO(phase 4): step the model `horizon` times from `start_states`, filling the tensors above.
+    # HINT: the action at step t is policy_or_actions[:, t] for a tensor, else
+    #       policy_or_actions(state); `model.step` then `model.is_done` give s', r and done.
+    # HINT: `alive` tracks trajectories with no done yet: valid[:, t] = alive, and after a done
+    #       (when stop_at_done) the trajectory stays dead; stop early once none is alive.
+    # ### BEGIN SOLUTION (phase 4: imagine_rollout)
     state = start_states
     alive = torch.ones(B, dtype=torch.bool, device=device)
     for t in range(horizon):
@@ -153,6 +159,7 @@ def imagine_rollout(
             # An ended trajectory stays where it ended instead of drifting into nonsense states.
             next_state = torch.where(alive[:, None], next_state, state)
         state = next_state
+    # ### END SOLUTION
     return Rollout(states, actions, rewards, next_states, dones, valid)
 
 
@@ -211,6 +218,12 @@ def evaluate_model_accuracy(model: WorldModel, real: RealTrajectories) -> Accura
         `Accuracy` whose (B, H) `squared_error` counts a step only while the real episode is alive.
     """
     device = next(model.parameters()).device
+    # TODO(phase 4): replay the real actions open-loop from the real start states and compare.
+    # HINT: imagine_rollout(model, start, actions, H, stop_at_done=False) keeps going past a
+    #       predicted done, so every step can be compared with the real episode.
+    # HINT: the error at step h is the mean over S of (imagined s_h - real s_h)^2; set it to NaN
+    #       where real.alive is False (the real episode had ended).
+    # ### BEGIN SOLUTION (phase 4: evaluate_model_accuracy)
     start = torch.as_tensor(real.states[:, 0], device=device)  # (B, S)
     actions = torch.as_tensor(real.actions, device=device)  # (B, H)
     horizon = actions.shape[1]
@@ -218,6 +231,9 @@ def evaluate_model_accuracy(model: WorldModel, real: RealTrajectories) -> Accura
     imagined = torch.cat([start[:, None], rollout.next_states], dim=1).cpu().numpy()  # (B, H+1, S)
     squared_error = ((imagined[:, 1:] - real.states[:, 1:]) ** 2).mean(axis=-1)  # (B, H)
     squared_error[~real.alive[:, 1:]] = np.nan  # only steps the real episode reached
+    # ### END SOLUTION
+    assert squared_error.shape == real.actions.shape, "squared_error must be (B, H)"
+    assert imagined.shape == real.states.shape, "imagined states must be (B, H + 1, S)"
     return Accuracy(squared_error, imagined)
 
 

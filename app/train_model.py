@@ -153,10 +153,15 @@ def train_epoch(
     for start in range(0, num_rows, batch_size):
         rows = order[start : start + batch_size]
         batch = {name: values[rows] for name, values in train.items()}
+        # TODO(phase 3): one gradient step on `batch`: compute the loss, backpropagate, update.
+        # HINT: `model.compute_loss(batch)` returns (total, parts); clear old gradients with
+        #       optimizer.zero_grad() before total.backward(), then optimizer.step().
+        # ### BEGIN SOLUTION (phase 3: train_epoch)
         total, parts = model.compute_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        # ### END SOLUTION
         if scheduler is not None:
             scheduler.step()
         sums["total"] += total.item()
@@ -174,10 +179,17 @@ def evaluate(model: WorldModel, data: Batch) -> dict[str, float | list[float]]:
     per state dimension), and the precision/recall of the model's done rule (`is_done`).
     """
     model.eval()
+    # TODO(phase 3): the validation step: the loss parts, the 1-step squared error of the
+    # predicted next state in raw units, and the done decisions.
+    # HINT: `model.step(state, action)` gives raw-unit next states and done probabilities;
+    #       `model.is_done(probability)` turns probabilities into decisions.
+    # ### BEGIN SOLUTION (phase 3: evaluate)
     total, parts = model.compute_loss(data)
     next_state, _, done_prob = model.step(data["state"], data["action"])
     squared_error = (next_state - data["next_state"]) ** 2  # (N, S), raw units
-    predicted = model.is_done(done_prob)
+    predicted = model.is_done(done_prob)  # (N,) bool
+    # ### END SOLUTION
+    assert squared_error.shape == data["state"].shape, "squared_error must be (N, S)"
     actual = data["terminated"]
     true_positives = (predicted & actual).sum().item()
     return {

@@ -65,6 +65,12 @@ class WorldModel(nn.Module):
         self.register_buffer("delta_std", torch.ones(S))
         self.register_buffer("done_pos_weight", torch.tensor(1.0))
 
+        # TODO(phase 2): build `self.encoder` and the heads `self.state_head`, `self.reward_head`,
+        # `self.done_head`.
+        # HINT: the encoder reads S + A numbers (state and one-hot action) and has
+        #       `config.num_layers` Linear layers of width H, each followed by nn.SiLU().
+        # HINT: the heads are single Linear layers from H to S, 1 and 1 outputs.
+        # ### BEGIN SOLUTION (phase 2: WorldModel.__init__)
         layers: list[nn.Module] = [nn.Linear(S + A, H), nn.SiLU()]
         for _ in range(config.num_layers - 1):
             layers += [nn.Linear(H, H), nn.SiLU()]
@@ -72,6 +78,7 @@ class WorldModel(nn.Module):
         self.state_head = nn.Linear(H, S)  # normalised s' - s
         self.reward_head = nn.Linear(H, 1)
         self.done_head = nn.Linear(H, 1)  # a logit: sigmoid + BCE, not regression
+        # ### END SOLUTION
 
     # -- statistics ------------------------------------------------------------------------------
 
@@ -108,10 +115,21 @@ class WorldModel(nn.Module):
             reward: (B,) predicted reward, raw units.
             done_logit: (B,) logit of termination, shifted by log(done_pos_weight) (see module doc).
         """
+        # TODO(phase 2): normalise the state, one-hot the action, encode both, apply the heads.
+        # HINT: x = (state - self.state_mean) / self.state_std; F.one_hot(action, A).float().
+        # HINT: torch.cat([...], dim=-1) joins them; squeeze(-1) turns (B, 1) heads into (B,).
+        # ### BEGIN SOLUTION (phase 2: WorldModel.forward)
         x = (state - self.state_mean) / self.state_std  # (B, S)
         a = F.one_hot(action.long(), self.config.num_actions).to(x.dtype)  # (B, A)
         h = self.encoder(torch.cat([x, a], dim=-1))  # (B, H)
-        return self.state_head(h), self.reward_head(h).squeeze(-1), self.done_head(h).squeeze(-1)
+        delta = self.state_head(h)  # (B, S)
+        reward = self.reward_head(h).squeeze(-1)  # (B,)
+        done_logit = self.done_head(h).squeeze(-1)  # (B,)
+        # ### END SOLUTION
+        B = len(state)
+        assert delta.shape == state.shape, f"state head: {tuple(delta.shape)}, expected {(B, -1)}"
+        assert reward.shape == done_logit.shape == (B,), "reward and done heads must give (B,)"
+        return delta, reward, done_logit
 
     def compute_loss(
         self, batch: dict[str, torch.Tensor]
@@ -125,14 +143,20 @@ class WorldModel(nn.Module):
             total: scalar tensor to backpropagate.
             parts: {"state", "reward", "done"} scalar tensors, detached, unweighted.
         """
+        # TODO(phase 2): the three losses: MSE on the normalised state change, MSE on the reward,
+        # BCE on the done logit.
+        # HINT: the state target is (next_state - state - self.delta_mean) / self.delta_std.
+        # HINT: F.binary_cross_entropy_with_logits(..., pos_weight=self.done_pos_weight) makes the
+        #       rare done examples count as much as the common ones; the target must be float.
+        # ### BEGIN SOLUTION (phase 2: WorldModel.compute_loss)
         delta, reward, done_logit = self(batch["state"], batch["action"])
         target_delta = (batch["next_state"] - batch["state"] - self.delta_mean) / self.delta_std
         state_loss = F.mse_loss(delta, target_delta)
         reward_loss = F.mse_loss(reward, batch["reward"])
-        # pos_weight makes the rare "done" examples count as much as the common ones.
         done_loss = F.binary_cross_entropy_with_logits(
             done_logit, batch["terminated"].float(), pos_weight=self.done_pos_weight
         )
+        # ### END SOLUTION
         cfg = self.config
         total = (
             cfg.state_loss_weight * state_loss

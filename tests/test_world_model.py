@@ -140,5 +140,8 @@ def test_step_returns_raw_units() -> None:
 
 def test_self_check_passes() -> None:
     results = world_model.self_check(world_model.Config())
+    for _, _, detail in results:
+        if detail.startswith("TODO: "):  # practice mode: point at the open TODO itself
+            raise NotImplementedError(detail.removeprefix("TODO: "))
     assert len(results) == 4
     assert all(passed for _, passed, _ in results), results
