@@ -21,11 +21,13 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_ID = "CartPole-v1"
 STATE_DIM = 4  # S: cart position, cart velocity, pole angle, pole angular velocity
@@ -192,6 +194,8 @@ def seed_everything(seed: int) -> np.random.Generator:
     Pass the returned generator explicitly (rather than using `np.random.*`) so that the same seed
     always gives the same numbers, whatever else ran before.
     """
+    import torch  # torch is imported where used: file-only helpers (storage) stay light
+
     random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
@@ -199,6 +203,8 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def resolve_device(name: str) -> torch.device:
     """`cpu` or `cuda` (only when asked for and present). Resolve once, pass the result down."""
+    import torch
+
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
@@ -212,6 +218,8 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_threads() -> None:
     """Small MLPs on a laptop CPU run fastest on few threads; respect an explicit user choice."""
+    import torch
+
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(min(2, torch.get_num_threads()))
 

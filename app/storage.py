@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from app.common import COLLECT_COMMAND, DATA_PATH, STATE_DIM, UserError
 
@@ -47,6 +46,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
+        # A writer killed mid-save (SIGKILL, power loss) leaves its temporary file behind.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -196,6 +198,8 @@ def load_transitions(path: Path = DATA_PATH) -> Transitions:
 
 def save_checkpoint(path: Path, kind: str, state_dict: dict, config: dict, **extra: Any) -> None:
     """A checkpoint is plain data: `state_dict` plus the config needed to rebuild the module."""
+    import torch  # imported here so that npz-only users of this module stay light
+
     payload = {"kind": kind, "state_dict": state_dict, "config": config, **extra}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -208,6 +212,8 @@ def load_checkpoint(path: Path, kind: str, command: str) -> dict[str, Any]:
 
     `command` is the one that (re)makes the file; every error message names it.
     """
+    import torch
+
     path = require_file(path, command)
     redo = f"re-create it with `{command}`"
     try:

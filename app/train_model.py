@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -212,11 +213,13 @@ def fit_world_model(
     weight_decay: float,
     seed: int,
     show_progress: bool = True,
+    history: list[dict] | None = None,
 ) -> list[dict]:
     """Train `model` in place and leave it holding the best-validation weights.
 
     Fits the normalisation statistics on `train` first. Returns one dict per epoch with the train
-    losses and (if `val` is given) the validation metrics. A non-finite loss raises `UserError`.
+    losses and (if `val` is given) the validation metrics, also appended to `history` as they
+    finish (so a caller still has them after Ctrl-C). A non-finite loss raises `UserError`.
     """
     model.set_normalization(train["state"], train["next_state"], train["terminated"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -225,7 +228,7 @@ def fit_world_model(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.05
     )
     generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
+    history = [] if history is None else history
     best_loss, best_weights = math.inf, copy.deepcopy(model.state_dict())
     bar = progress(
         range(1, epochs + 1), desc="training", unit="epoch", disable=None if show_progress else True
@@ -333,16 +336,38 @@ def main(cfg: Config) -> dict:
         done_loss_weight=cfg.done_loss_weight,
     )
     model = WorldModel(model_config).to(device)
-    history = fit_world_model(
-        model, train, val, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed
-    )
+    history: list[dict] = []
+    interrupted = False
+    try:
+        fit_world_model(
+            model,
+            train,
+            val,
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.weight_decay,
+            cfg.seed,
+            history=history,
+        )
+    except KeyboardInterrupt:
+        if not history:
+            raise
+        interrupted = True  # keep the epochs that finished: the model holds the best of them
 
     best = min(history, key=lambda row: row["val"]["total"])
     meta = run_metadata(cfg)
     save_world_model(cfg.checkpoint, model.cpu(), meta)
     metrics_path = cfg.checkpoint.with_name(cfg.checkpoint.stem + "_metrics.json")
     save_json(
-        metrics_path, {"best_epoch": best["epoch"], "best": best["val"], "history": history, **meta}
+        metrics_path,
+        {
+            "best_epoch": best["epoch"],
+            "best": best["val"],
+            "interrupted": interrupted,
+            "history": history,
+            **meta,
+        },
     )
     plot_training_curve(
         history,
@@ -367,6 +392,13 @@ def main(cfg: Config) -> dict:
         f"done precision {v['done_precision']:.3f}, recall {v['done_recall']:.3f}"
     )
     print(f"Wrote {cfg.checkpoint}, {metrics_path} and {cfg.plot}")
+    if interrupted:
+        print(
+            f"Interrupted (Ctrl-C) after {len(history)} of {cfg.epochs} epochs: the files above "
+            f"hold the best finished epoch. To train in full, run `{TRAIN_COMMAND}` again.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
     return best["val"]
 
 

@@ -1,0 +1,159 @@
+"""Reliability: unwritable outputs, refused pickles, Ctrl-C, kills mid-save, reproducibility."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.common import UserError
+from app.storage import Transitions, load_checkpoint, load_transitions, save_transitions
+from tests.conftest import REPO, assert_one_line_error, run_in_process, run_module
+
+KILL_ROUNDS = int(os.environ.get("KILL_ROUNDS", "200"))
+
+
+def test_output_folder_not_writable(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data").write_text("a file where a folder should be")
+    result = run_in_process(
+        "app.data_collection",
+        "--num-transitions",
+        "50",
+        "--output",
+        "data/t.npz",
+        cwd=tmp_path,
+        capsys=capsys,
+    )
+    assert_one_line_error(result, "cannot write to data/")
+    assert (tmp_path / "data").read_text() == "a file where a folder should be"
+
+
+class Payload:
+    """Any class: loading it needs full unpickling, which weights_only refuses."""
+
+
+def test_checkpoint_needing_unpickling_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "world_model", "state_dict": {}, "config": Payload()}, path)
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(path, "world_model", "uv run python -m app.train_model")
+
+
+def test_checkpoint_with_nan_weights_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan.pt"
+    torch.save(
+        {"kind": "world_model", "state_dict": {"w": torch.tensor([float("nan")])}, "config": {}},
+        path,
+    )
+    with pytest.raises(UserError, match="NaN or inf"):
+        load_checkpoint(path, "world_model", "uv run python -m app.train_model")
+
+
+def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
+    assert (
+        run_module("app.data_collection", "--num-transitions", "800", cwd=tmp_path).returncode == 0
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.train_model", "--epochs", "100000", "--hidden-size", "16"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "checkpoints"
+    time.sleep(12)  # imports, then many tiny epochs
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err and "run `uv run python -m app.train_model` again" in err
+    from app.train_model import load_world_model
+
+    load_world_model(metrics / "world_model.pt")  # complete and loadable
+
+
+WRITER = """
+import sys, numpy as np
+from pathlib import Path
+from app.storage import Transitions, save_transitions
+n = int(sys.argv[2])
+data = Transitions(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), np.ones(n, np.float32),
+                   np.zeros((n, 4), np.float32), np.zeros(n, bool), np.zeros(n, bool),
+                   np.zeros(n, np.int64))
+print("ready", flush=True)
+i = 0
+while True:
+    data.state[:, 0] = i  # every complete file is uniform: a torn write would mix values
+    save_transitions(Path(sys.argv[1]), data, {"i": i})
+    i += 1
+"""
+
+
+def test_kill_during_save_never_corrupts(tmp_path: Path) -> None:
+    """SIGKILL a writer at random moments; the file on disk must always load whole."""
+    path = tmp_path / "t.npz"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rng = random.Random(0)
+    corrupt = 0
+    for _ in range(KILL_ROUNDS):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), "20000"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.05))
+        writer.kill()
+        writer.wait()
+        if not path.exists():
+            continue  # killed before the first save finished: nothing there yet is fine
+        try:
+            data = load_transitions(path)
+            assert len(np.unique(data.state[:, 0])) == 1
+        except (UserError, AssertionError):
+            corrupt += 1
+    save_transitions(path, load_transitions(path), {})  # the next good save sweeps up
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert corrupt == 0
+    assert not leftovers
+    print(f"{KILL_ROUNDS} kills, {corrupt} corrupt files, {len(leftovers)} stray temporary files")
+
+
+def _run_twice(tmp_path: Path, *args: str) -> tuple[Path, Path]:
+    roots = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        root.mkdir()
+        assert (
+            run_module("app.data_collection", "--num-transitions", "700", cwd=root).returncode == 0
+        )
+        if args:
+            result = run_module(*args, cwd=root)
+            assert result.returncode == 0, result.stderr
+        roots.append(root)
+    return roots[0], roots[1]
+
+
+def test_same_seed_bit_identical_across_processes(tmp_path: Path) -> None:
+    a, b = _run_twice(tmp_path, "app.train_model", "--epochs", "3", "--hidden-size", "32")
+    first, second = (
+        load_transitions(a / "data/transitions.npz"),
+        load_transitions(b / "data/transitions.npz"),
+    )
+    for name in Transitions.SCHEMA:
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+    wa = torch.load(a / "checkpoints/world_model.pt", weights_only=True)["state_dict"]
+    wb = torch.load(b / "checkpoints/world_model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    meta = torch.load(a / "checkpoints/world_model.pt", weights_only=True)["meta"]
+    assert meta["config"]["seed"] == 0 and "torch" in meta["versions"] and "git_commit" in meta
