@@ -135,6 +135,9 @@ def parse_config[T](
     for name, value in values.items():
         if getattr(hints[name], "__origin__", None) is tuple:
             values[name] = tuple(value)
+    seeds = [values["seed"]] if "seed" in values else list(values.get("seeds", ()))
+    bad = [seed for seed in seeds if seed < 0]
+    require(not bad, f"seeds must be >= 0, got {bad[0] if bad else ''}")
     return cls(**values)
 
 

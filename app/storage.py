@@ -171,6 +171,8 @@ def load_transitions(path: Path = DATA_PATH) -> Transitions:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "pickle" in reason:
+            reason = "not an npz archive; pickled data are never loaded"
         raise UserError(f"{path} is not a readable .npz file ({reason}): {redo}") from None
 
     missing = [name for name in Transitions.SCHEMA if name not in arrays]
@@ -219,7 +221,10 @@ def load_checkpoint(path: Path, kind: str, command: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        reason = str(error).strip().splitlines()[0][:120] if str(error) else type(error).__name__
+        if "Weights only load failed" in str(error):
+            reason = "it holds objects that need full unpickling, which is never done"
+        else:
+            reason = "truncated, or not a PyTorch file"
         raise UserError(f"{path} is not a readable checkpoint ({reason}): {redo}") from None
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__

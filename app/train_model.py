@@ -271,7 +271,9 @@ def load_world_model(
         model = build_world_model(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0][:160]
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        reason = reason.split(". ")[0][:140]
         raise UserError(f"{path} does not match this WorldModel ({reason}): {redo}") from None
     if (model.config.state_dim, model.config.num_actions) != (STATE_DIM, NUM_ACTIONS):
         raise UserError(
