@@ -40,12 +40,21 @@ def test_split_needs_two_episodes() -> None:
         split_by_episode(np.zeros(50, np.int64), 0.2, np.random.default_rng(0))
 
 
-def test_train_epoch_lowers_validation_loss(random_transitions) -> None:
+@pytest.fixture
+def train_val(random_transitions):
+    """The random-policy transitions split by episode, as (train, validation) batches."""
     train_rows, val_rows = split_by_episode(
         random_transitions.episode, 0.2, np.random.default_rng(0)
     )
-    train = to_batch(random_transitions.subset(train_rows), torch.device("cpu"))
-    val = to_batch(random_transitions.subset(val_rows), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return (
+        to_batch(random_transitions.subset(train_rows), cpu),
+        to_batch(random_transitions.subset(val_rows), cpu),
+    )
+
+
+def test_train_epoch_lowers_validation_loss(train_val) -> None:
+    train, val = train_val
     model = small_model()
     model.set_normalization(train["state"], train["next_state"], train["terminated"])
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -81,12 +90,8 @@ def test_evaluate_metrics_hand_checked() -> None:
     assert metrics["done_precision"] == 0.25
 
 
-def test_fit_keeps_best_validation_weights(random_transitions) -> None:
-    train_rows, val_rows = split_by_episode(
-        random_transitions.episode, 0.2, np.random.default_rng(0)
-    )
-    train = to_batch(random_transitions.subset(train_rows), torch.device("cpu"))
-    val = to_batch(random_transitions.subset(val_rows), torch.device("cpu"))
+def test_fit_keeps_best_validation_weights(train_val) -> None:
+    train, val = train_val
     model = small_model()
     history = fit_world_model(
         model,
