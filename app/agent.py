@@ -586,7 +586,11 @@ def learning_curves(runs: list[dict], until: int) -> tuple[np.ndarray, np.ndarra
 
 
 def plot_comparison(
-    arms: dict[str, list[dict]], path: Path, caption: str, until: int = 10_000
+    arms: dict[str, list[dict]],
+    path: Path,
+    caption: str,
+    until: int = 10_000,
+    meta: dict | None = None,
 ) -> None:
     """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
     fig, axes = new_figure(1, 1, width=8.0, height=4.6)
@@ -619,7 +623,7 @@ def plot_comparison(
         fontsize=10,
     )
     add_caption(fig, caption)
-    save_figure(fig, path)
+    save_figure(fig, path, meta)
 
 
 def format_table(arms: dict[str, dict]) -> str:
@@ -694,6 +698,7 @@ def main(cfg: Config) -> dict:
             f"{' (warm-started)' if cfg.warm_start else ''}, K={dyna_k} imagined updates per real "
             f"step from {cfg.rollout_length}-step rollouts."
         ),
+        meta=run_metadata(cfg),
     )
     print(format_table(summary))
     dqn, dyna = summary.values()

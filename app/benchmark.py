@@ -180,6 +180,7 @@ def main(cfg: Config) -> dict:
         stem.with_suffix(".png"),
         f"Seeds {', '.join(map(str, cfg.seeds))}; every arm measured with the "
         "same evaluation (10 greedy episodes every 500 real steps).",
+        meta=run_metadata(cfg),
     )
     print(table)
     if "dyna" in summary and "sb3_zoo" in summary:

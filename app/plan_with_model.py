@@ -42,6 +42,7 @@ from app.common import (
 )
 from app.data_collection import mixed_policy, random_policy
 from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
+from app.storage import run_metadata
 from app.train_model import load_world_model
 from app.world_model import WorldModel
 
@@ -253,6 +254,7 @@ def plot_trajectories(
     threshold: float,
     path: Path,
     caption: str,
+    meta: dict | None = None,
 ) -> None:
     fig, axes = new_figure(STATE_DIM, 1, width=8.0, height=2.0, sharex=True)
     limits = {0: X_LIMIT, 2: THETA_LIMIT}
@@ -297,11 +299,16 @@ def plot_trajectories(
         "same start state, same actions; grey lines are where CartPole ends an episode"
     )
     add_caption(fig, caption)
-    save_figure(fig, path)
+    save_figure(fig, path, meta)
 
 
 def plot_compounding_error(
-    summary: dict[str, np.ndarray], threshold: float, crossing: int | None, path: Path, caption: str
+    summary: dict[str, np.ndarray],
+    threshold: float,
+    crossing: int | None,
+    path: Path,
+    caption: str,
+    meta: dict | None = None,
 ) -> None:
     fig, axes = new_figure(
         2, 1, width=7.0, height=2.6, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -337,7 +344,7 @@ def plot_compounding_error(
     ax_count.set_ylabel("real episodes\nstill running")
     ax_count.set_xlabel("rollout length (steps)")
     add_caption(fig, caption)
-    save_figure(fig, path)
+    save_figure(fig, path, meta)
 
 
 # ----------------------------------------------------------------------------- main
@@ -360,6 +367,7 @@ def main(cfg: Config) -> dict:
         f"{f', epsilon {cfg.epsilon:g}' if cfg.policy == 'mixed' else ''}), seed {cfg.seed}, "
         f"model {cfg.checkpoint}."
     )
+    meta = run_metadata(cfg)
     lengths = real.alive.sum(axis=1)
     longest = [int(i) for i in np.argsort(-lengths, kind="stable")[: cfg.num_plotted]]
     trajectory_path = cfg.plots_dir / "trajectory_comparison.png"
@@ -371,6 +379,7 @@ def main(cfg: Config) -> dict:
         cfg.error_threshold,
         trajectory_path,
         f"The {len(longest)} longest of {setting}",
+        meta,
     )
     plot_compounding_error(
         summary,
@@ -379,6 +388,7 @@ def main(cfg: Config) -> dict:
         error_path,
         f"{setting} Band: spread over start states; counted only while the real "
         "episode is running.",
+        meta,
     )
 
     at = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -57,10 +58,17 @@ def add_caption(fig: Figure, text: str) -> None:
     fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=8, color="#444444", wrap=True)
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write `fig` to `path` as PNG (atomically) and close it."""
+def save_figure(fig: Figure, path: Path, meta: dict | None = None) -> Path:
+    """Write `fig` to `path` as PNG (atomically) and close it.
+
+    `meta` (config, versions, git commit: `storage.run_metadata`) is stored in the PNG's text
+    chunks, so a plot found on its own still says what produced it.
+    """
+    info = {"Software": "world-model-rl"}
+    if meta:
+        info["Description"] = json.dumps(meta)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=info)
     plt.close(fig)
     return Path(path)
 

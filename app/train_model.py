@@ -287,7 +287,9 @@ def load_world_model(
 # ----------------------------------------------------------------------------- plot
 
 
-def plot_training_curve(history: list[dict], path: Path, caption: str) -> None:
+def plot_training_curve(
+    history: list[dict], path: Path, caption: str, meta: dict | None = None
+) -> None:
     epochs = [row["epoch"] for row in history]
     fig, axes = new_figure(1, 3, width=4.2, height=3.4)
     titles = {
@@ -318,7 +320,7 @@ def plot_training_curve(history: list[dict], path: Path, caption: str) -> None:
         "the weights that are kept"
     )
     add_caption(fig, caption)
-    save_figure(fig, path)
+    save_figure(fig, path, meta)
 
 
 # ----------------------------------------------------------------------------- main
@@ -377,6 +379,7 @@ def main(cfg: Config) -> dict:
         f"{len(train_rows):,} train / {len(val_rows):,} validation transitions (split by episode), "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, hidden {cfg.hidden_size}x{cfg.num_layers}, "
         f"seed {cfg.seed}.",
+        meta,
     )
 
     v = best["val"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -157,3 +158,30 @@ def test_same_seed_bit_identical_across_processes(tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     meta = torch.load(a / "checkpoints/world_model.pt", weights_only=True)["meta"]
     assert meta["config"]["seed"] == 0 and "torch" in meta["versions"] and "git_commit" in meta
+
+
+def test_agent_evaluation_returns_identical_across_processes(tmp_path: Path) -> None:
+    args = (
+        "app.agent --seeds 0 --planning-steps 2 --min-steps 400 --max-steps 400 "
+        "--learning-starts 100 --eval-interval 200 --eval-episodes 2 --model-initial-epochs 2 "
+        "--hidden-size 16 --model-hidden-size 16 --workers 1"
+    ).split()
+    results = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        run = run_module(*args, cwd=tmp_path / name)
+        assert run.returncode == 0, run.stderr
+        results.append(json.loads((tmp_path / name / "results/agent.json").read_text()))
+    for arm in results[0]["runs"]:
+        assert [r["eval_returns"] for r in results[0]["runs"][arm]] == [
+            r["eval_returns"] for r in results[1]["runs"][arm]
+        ]
+
+
+def test_plots_record_what_made_them(tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert run_module("app", "--quick", "--skip-agent", cwd=tmp_path).returncode == 0
+    for name in ("training_curve", "trajectory_comparison", "compounding_error"):
+        meta = json.loads(Image.open(tmp_path / "plots" / f"{name}.png").info["Description"])
+        assert {"config", "versions", "git_commit"} <= set(meta)
