@@ -47,6 +47,7 @@ plt.rcParams.update(
 
 def new_figure(rows: int = 1, cols: int = 1, width: float = 6.0, height: float = 4.0, **kwargs):
     """A figure with a `rows x cols` grid of axes; `width`/`height` are per panel in inches."""
+    kwargs.setdefault("layout", "constrained")  # titles and labels never overlap
     fig, axes = plt.subplots(
         rows, cols, figsize=(width * cols, height * rows), squeeze=False, **kwargs
     )
