@@ -409,7 +409,7 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
     env = gym.make(ENV_ID)
     state, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
-    episode, episode_return, episode_returns = 0, 0.0, []
+    episode = 0
     eval_steps, eval_returns = [], []
     solved_at, wall_to_solve, imagined_total = None, None, 0
     started = time.perf_counter()
@@ -432,12 +432,10 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
             )
         next_state, reward, terminated, truncated, _ = env.step(action)
         buffer.add(state, action, reward, next_state, terminated, truncated, episode)
-        episode_return += reward
         step += 1
         if terminated or truncated:  # either ends the episode; only `terminated` cuts TD targets
             state, _ = env.reset()
-            episode_returns.append(episode_return)
-            episode, episode_return = episode + 1, 0.0
+            episode += 1
         else:
             state = next_state
 
