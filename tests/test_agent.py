@@ -226,10 +226,10 @@ def test_replay_buffer_wraps_and_keeps_order() -> None:
 
 def test_run_length_and_stability() -> None:
     cfg = Config()
-    assert agent.run_length(cfg, None) == 10_000
+    assert agent.run_length(cfg, None) == cfg.max_steps  # unsolved: keep going to the cap
     assert agent.run_length(cfg, 2_000) == 10_000
     assert agent.run_length(cfg, 8_000) == 13_000
-    assert agent.run_length(cfg, 48_000) == 50_000
+    assert agent.run_length(replace(cfg, max_steps=50_000), 48_000) == 50_000
     steps = list(range(500, 6_001, 500))
     returns = [100, 500, 500, 480, 300, 500, 500, 500, 500, 500, 500, 500]
     run = agent.summarize_run(cfg, 0, steps, returns, 1_000, 1.0, 2.0, 0, 0, None)
