@@ -80,7 +80,9 @@ def _parse_scalar(kind: type) -> Callable[[str], Any]:
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `UserError` line like every other bad input."""
+
     def error(self, message: str):  # one line, like every other bad-input answer
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
@@ -89,7 +91,7 @@ def build_parser(
     cls: type, description: str | None, prog: str | None = None
 ) -> argparse.ArgumentParser:
     """An argparse parser with one `--flag` per dataclass field, its docstring as help."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

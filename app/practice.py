@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.common import UserError
+from app.common import OneLineParser, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = ".practice"
@@ -491,7 +491,7 @@ def answer(ws: Workspace, phase: int, anyway: bool = False) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m app.practice",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -517,10 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
-    args = build_parser().parse_args(argv)
     ws = Workspace(root)
     code = 0
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "start":
             lines = start(ws, args.force)
         elif args.command == "status":

@@ -243,3 +243,13 @@ def test_exercise_commands_name_the_todo(tmp_path: Path) -> None:
     train = run_module("app.train_model", "--epochs", "1", cwd=tmp_path)
     assert train.returncode == 2 and "Traceback" not in train.stderr
     assert "Phase 2: WorldModel.__init__" in train.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["bogus"], ["answer", "x"], ["check", "9"], ["reveal", "no_such_function"]]
+)
+def test_practice_bad_input_is_one_line(argv: list[str], tmp_path: Path, capsys) -> None:
+    shutil.copytree(REPO / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    assert practice.main(argv, root=tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
