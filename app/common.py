@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 import numpy as np
 from tqdm.auto import tqdm
 
+from app import startup_finished
+
 if TYPE_CHECKING:
     import torch
 
@@ -137,9 +139,9 @@ def parse_config[T](
     for name, value in values.items():
         if getattr(hints[name], "__origin__", None) is tuple:
             values[name] = tuple(value)
-    seeds = [values["seed"]] if "seed" in values else list(values.get("seeds", ()))
-    bad = [seed for seed in seeds if seed < 0]
-    require(not bad, f"seeds must be >= 0, got {bad[0] if bad else ''}")
+    flag, seeds = ("seed", [values["seed"]]) if "seed" in values else ("seeds", values.get("seeds"))
+    bad = [seed for seed in seeds or () if seed < 0]
+    require(not bad, f"--{flag} must be >= 0, got {bad[0] if bad else ''}")
     return cls(**values)
 
 
@@ -152,6 +154,7 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
     description = (module.__doc__ or "").strip().split("\n\n")[0]
     name = module.__spec__.name if module.__spec__ else module.__name__
     prog = f"python -m {name}"
+    startup_finished()  # from here on, Ctrl-C is a KeyboardInterrupt handled below
     try:
         cfg = parse_config(cls, argv, description, prog)
         result = main(cfg)

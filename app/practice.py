@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import startup_finished
 from app.common import OneLineParser, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -517,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    startup_finished()
     ws = Workspace(root)
     code = 0
     try:

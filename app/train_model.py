@@ -342,6 +342,11 @@ def main(cfg: Config) -> dict:
     model = WorldModel(model_config).to(device)
     history: list[dict] = []
     interrupted = False
+    print(
+        f"Training on {len(train_rows):,} transitions for {cfg.epochs} epochs "
+        "(Ctrl-C stops early and keeps the best finished epoch)",
+        flush=True,
+    )
     try:
         fit_world_model(
             model,

@@ -43,8 +43,11 @@ def run_in_process(module: str, *args: str, cwd: Path, capsys) -> subprocess.Com
     previous = Path.cwd()
     os.chdir(cwd)
     try:
-        cli(mod.main, mod.Config, list(args))
-        code = 0
+        if hasattr(mod, "Config"):
+            cli(mod.main, mod.Config, list(args))
+            code = 0
+        else:  # app.practice: subcommands, its own parser
+            code = mod.main(list(args))
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 0
     finally:
