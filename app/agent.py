@@ -88,6 +88,9 @@ class Config:
     """replay buffer capacity (real transitions)"""
     learning_starts: int = 500
     """real steps of uniformly random actions before any update"""
+    double_q: bool = False
+    """Double DQN targets: the online network picks the next action, the target network values it
+    (curbs the overestimation that makes a DQN drift away from a solved task)"""
     target_update_interval: int = 100
     """copy the Q-network into the target network every this many updates (real + imagined)"""
     epsilon_start: float = 1.0
@@ -233,6 +236,7 @@ class DQNAgent:
         self.target_network.load_state_dict(self.q_network.state_dict())
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.lr, fused=True)
         self.gamma = cfg.gamma
+        self.double_q = cfg.double_q
         self.target_update_interval = cfg.target_update_interval
         self.generator = generator
         self.updates = 0
@@ -260,16 +264,25 @@ class DQNAgent:
 
     @torch.no_grad()  # the target is a fixed regression label: no gradient flows into it
     def td_target(self, batch: Batch) -> torch.Tensor:
-        """(B,) Q-learning targets r + gamma * max_a' Q_target(s', a') * (1 - terminated).
+        """(B,) Q-learning targets r + gamma * Q_target(s', a') * (1 - terminated).
 
+        a' is the target network's own best action, or with `double_q` the online network's
+        (Double DQN: the network that picks a' is not the one that values it, so noise in the
+        estimates is not systematically maximised).
         Only `terminated` cuts the bootstrap. A time-limit truncation is not an end of the MDP:
         the pole was still up, so the value of s' is real and must be counted (truncated
         transitions are stored with terminated = False).
         """
         # TODO(phase 5): the bootstrapped target, cut only where the episode truly terminated.
         # HINT: self.target_network(next_state).max(dim=1).values is max_a' Q_target(s', a').
+        # HINT: for double_q, a' = argmax of self.q_network(next_state); .gather(1, a'[:, None]).
         # ### BEGIN SOLUTION (phase 5: DQNAgent.td_target)
-        next_value = self.target_network(batch["next_state"]).max(dim=1).values  # (B,)
+        next_q = self.target_network(batch["next_state"])  # (B, A)
+        if self.double_q:
+            best = self.q_network(batch["next_state"]).argmax(dim=1, keepdim=True)  # (B, 1)
+            next_value = next_q.gather(1, best).squeeze(1)  # (B,)
+        else:
+            next_value = next_q.max(dim=1).values  # (B,)
         not_done = 1.0 - batch["terminated"].float()
         target = batch["reward"] + self.gamma * not_done * next_value
         # ### END SOLUTION

@@ -57,6 +57,21 @@ def test_td_target_uses_target_network_not_online() -> None:
     assert dqn.td_target(batch).item() == pytest.approx(GAMMA * 3.0)
 
 
+@pytest.mark.parametrize(("double_q", "expected"), [(False, 3.0), (True, 1.0)])
+def test_double_q_lets_the_online_network_pick(double_q: bool, expected: float) -> None:
+    dqn = make_agent(double_q=double_q)
+    constant_q(dqn.target_network, [3.0, 1.0])  # the target network prefers action 0
+    constant_q(dqn.q_network, [0.0, 5.0])  # the online network prefers action 1
+    batch = {
+        "state": torch.zeros(2, 4),
+        "action": torch.tensor([0, 1]),
+        "reward": torch.ones(2),
+        "next_state": torch.zeros(2, 4),
+        "terminated": torch.tensor([False, True]),
+    }
+    np.testing.assert_allclose(dqn.td_target(batch).numpy(), [1.0 + GAMMA * expected, 1.0])
+
+
 def test_train_on_batch_moves_q_towards_target() -> None:
     dqn = make_agent(lr=1e-2, target_update_interval=10_000)
     batch = {
