@@ -20,6 +20,12 @@ def make_agent(**overrides) -> DQNAgent:
     return DQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
 
 
+def tiny_run(**overrides) -> Config:
+    """A run of a few hundred steps with small networks: seconds, not minutes."""
+    small = dict(eval_episodes=2, hidden_size=16, model_initial_epochs=2, model_train_interval=100)
+    return replace(Config(), **(small | overrides))
+
+
 def constant_q(network: torch.nn.Sequential, values: list[float]) -> None:
     """Make `network` output `values` for every state."""
     with torch.no_grad():
@@ -173,15 +179,8 @@ def test_k_zero_never_touches_the_model(monkeypatch) -> None:
         raise AssertionError("K = 0 must not imagine anything")
 
     monkeypatch.setattr(agent, "_train_on_simulated_data", fail)
-    cfg = replace(
-        Config(),
-        planning_steps=0,
-        min_steps=300,
-        max_steps=300,
-        learning_starts=100,
-        eval_interval=150,
-        eval_episodes=2,
-        hidden_size=16,
+    cfg = tiny_run(
+        planning_steps=0, min_steps=300, max_steps=300, learning_starts=100, eval_interval=150
     )
     run = agent.train_dyna_agent(cfg, seed=0)
     assert run["imagined_transitions"] == 0
@@ -190,19 +189,14 @@ def test_k_zero_never_touches_the_model(monkeypatch) -> None:
 
 
 def test_dyna_run_imagines_k_updates_per_step() -> None:
-    cfg = replace(
-        Config(),
+    cfg = tiny_run(
         planning_steps=2,
         rollout_length=2,
         min_steps=300,
         max_steps=300,
         learning_starts=100,
         eval_interval=300,
-        eval_episodes=2,
-        hidden_size=16,
         model_hidden_size=32,
-        model_initial_epochs=2,
-        model_train_interval=100,
     )
     run = agent.train_dyna_agent(cfg, seed=0)
     steps_learning = 300 - 100 + 1
@@ -211,18 +205,13 @@ def test_dyna_run_imagines_k_updates_per_step() -> None:
 
 
 def test_same_seed_same_run() -> None:
-    cfg = replace(
-        Config(),
+    cfg = tiny_run(
         planning_steps=1,
         min_steps=200,
         max_steps=200,
         learning_starts=50,
         eval_interval=100,
-        eval_episodes=2,
-        hidden_size=16,
         model_hidden_size=16,
-        model_initial_epochs=2,
-        model_train_interval=100,
     )
     a, b = agent.train_dyna_agent(cfg, 3), agent.train_dyna_agent(cfg, 3)
     assert a["eval_returns"] == b["eval_returns"]
