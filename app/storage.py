@@ -169,7 +169,17 @@ def load_transitions(path: Path = DATA_PATH) -> Transitions:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as error:
+    # zipfile answers a damaged header with NotImplementedError (a "compression method") or
+    # RuntimeError (an "encrypted" flag): both mean the file is damaged, not that code is missing.
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        NotImplementedError,
+        RuntimeError,
+    ) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "pickle" in reason:
             reason = "not an npz archive; pickled data are never loaded"
