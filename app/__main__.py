@@ -81,7 +81,8 @@ def main(cfg: Config) -> dict:
     plan = plan_with_model.main(plan_cfg)
     crossing = plan["crossing"]
     lines.append(
-        f"{plan_cfg.plots_dir}/trajectory_comparison.png, compounding_error.png: error "
+        f"{plan_cfg.plots_dir}/trajectory_comparison.png, compounding_error.png, "
+        "dream_vs_reality.gif: error "
         + (
             f"passes {plan_cfg.error_threshold:g} at step {crossing}"
             if crossing
@@ -101,6 +102,7 @@ def main(cfg: Config) -> dict:
     print(f"\n== Done in {time.perf_counter() - started:.0f} s. Written:")
     for line in lines:
         print(f"  {line}")
+    print("Next, phase 6's experiments (about 15 min): uv run python -m app.experiments")
     return {"lines": lines}
 
 

@@ -3,8 +3,9 @@
     uv run python -m app.plan_with_model
 
 Reads checkpoints/world_model.pt (from `python -m app.train_model`).
-Writes plots/trajectory_comparison.png (real vs imagined state variables for a few episodes) and
-plots/compounding_error.png (error against rollout length, over many start states).
+Writes plots/trajectory_comparison.png (real vs imagined state variables for a few episodes),
+plots/compounding_error.png (error against rollout length, over many start states) and
+plots/dream_vs_reality.gif (one episode animated, real and imagined CartPole side by side).
 
 Open-loop evaluation: record real episodes, then feed the model the same start state and the same
 action sequence and let it run on its own predictions. A 1-step error that looks tiny (1e-5) is fed
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gymnasium as gym
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from app.common import (
     CHECKPOINT_PATH,
@@ -42,7 +45,7 @@ from app.common import (
 )
 from app.data_collection import mixed_policy, random_policy
 from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
-from app.storage import run_metadata
+from app.storage import atomic_path, run_metadata
 from app.train_model import load_world_model
 from app.world_model import WorldModel
 
@@ -75,6 +78,8 @@ class Config:
     """episodes drawn in trajectory_comparison.png"""
     seed: int = 1
     """seeds the real episodes (1, not data collection's 0, so the episodes are new to the model)"""
+    animation: bool = True
+    """also write plots/dream_vs_reality.gif: the longest episode, real and imagined side by side"""
     device: str = "cpu"
     """cpu, or cuda when a GPU is present"""
 
@@ -244,6 +249,54 @@ def first_crossing(step: np.ndarray, error: np.ndarray, threshold: float) -> int
     return int(step[above[0]]) if len(above) else None
 
 
+# ----------------------------------------------------------------------------- the true physics
+
+
+class TrueRollout(NamedTuple):
+    """What real CartPole does from the same start states under the same actions."""
+
+    next_states: np.ndarray  # (B, H, S) s_{t+1}; held at the last real state once the episode ended
+    terminated: np.ndarray  # (B, H) bool: the real episode ends at this step
+    reached: np.ndarray  # (B, H) bool: the real episode was still running before this step
+
+
+def true_rollout(start_states: np.ndarray, actions: np.ndarray) -> TrueRollout:
+    """Step gymnasium's own CartPole physics from arbitrary (B, S) start states with (B, H) actions.
+
+    The ground truth for imagined transitions: same start, same actions, the real equations.
+    """
+    B, H = actions.shape
+    next_states = np.zeros((B, H, STATE_DIM), np.float32)
+    terminated = np.zeros((B, H), bool)
+    reached = np.zeros((B, H), bool)
+    with gym.make(ENV_ID) as env:
+        physics = env.unwrapped  # no time limit, no wrappers: only the equations of motion
+        physics.reset(seed=0)
+        for b in range(B):
+            physics.state = np.asarray(start_states[b], np.float64)
+            physics.steps_beyond_terminated = None
+            state, running = np.asarray(start_states[b], np.float32), True
+            for t in range(H):
+                reached[b, t] = running
+                if running:
+                    state, _, ended, _, _ = physics.step(int(actions[b, t]))
+                    terminated[b, t], running = ended, not ended
+                next_states[b, t] = state
+    return TrueRollout(next_states, terminated, reached)
+
+
+def wrong_transitions(rollout: Rollout, truth: TrueRollout, threshold: float) -> np.ndarray:
+    """(B, H) bool over the valid imagined steps: the imagined transition is wrong.
+
+    Wrong means the imagined next state is more than `threshold` (squared error, raw units, mean
+    over S) from the true one, the imagined done disagrees with the real termination, or the
+    imagined episode goes on although the real one had already ended.
+    """
+    error = ((rollout.next_states.cpu().numpy() - truth.next_states) ** 2).mean(axis=-1)
+    done_mismatch = rollout.dones.cpu().numpy() != truth.terminated
+    return rollout.valid.cpu().numpy() & (~truth.reached | (error > threshold) | done_mismatch)
+
+
 # ----------------------------------------------------------------------------- plots
 
 
@@ -347,6 +400,83 @@ def plot_compounding_error(
     save_figure(fig, path, meta)
 
 
+def save_dream_gif(
+    real: np.ndarray,
+    imagined: np.ndarray,
+    diverged_at: int | None,
+    threshold: float,
+    path: Path,
+    every: int = 2,
+) -> int:
+    """Animate one episode: real CartPole (left) and the model's dream of it (right).
+
+    Args:
+        real, imagined: (T + 1, S) states of the same episode: same start state, same actions.
+        diverged_at: the first step whose squared error passes `threshold` (None: never), marked
+            in red from that frame on.
+        every: draw every `every`-th step (fewer frames, a smaller file).
+    Returns:
+        The number of frames written.
+    """
+    from PIL import Image  # Pillow comes with matplotlib
+
+    fig, axes = new_figure(1, 2, width=3.6, height=2.0, dpi=80)
+    pole_length = 1.0  # gymnasium's pole is 2 x 0.5 m
+    carts, poles = [], []
+    titles = ("reality: gymnasium's CartPole", "dream: the world model")
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_xlim(-X_LIMIT - 0.3, X_LIMIT + 0.3)
+        ax.set_ylim(-0.35, 1.35)
+        ax.set_aspect("equal")
+        ax.grid(False)
+        ax.set_yticks([])
+        ax.set_xlabel("cart position [m]", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.axhline(0, color="#888888", lw=1)
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+        for sign in (-1, 1):
+            ax.axvline(sign * X_LIMIT, color="#888888", ls=":", lw=1)
+        cart = ax.add_patch(Rectangle((0, -0.1), 0.5, 0.2, color="#444444"))
+        pole = ax.plot([], [], color=COLORS["model" if "dream" in title else "real"], lw=4)[0]
+        ax.set_title(title, fontsize=9)
+        carts.append(cart)
+        poles.append(pole)
+    ghost = axes[0, 1].plot([], [], color=COLORS["real"], lw=3, alpha=0.25)[0]  # reality, faint
+    label = fig.suptitle("", fontsize=9)
+
+    def pole_xy(state: np.ndarray) -> tuple[list[float], list[float]]:
+        x, theta = cart_x(state), float(state[2])
+        return [x, x + pole_length * np.sin(theta)], [0.1, 0.1 + pole_length * np.cos(theta)]
+
+    def cart_x(state: np.ndarray) -> float:  # a dream that left the track stays at its edge
+        return float(np.clip(state[0], -X_LIMIT - 0.25, X_LIMIT + 0.25))
+
+    frames = []
+    for t in range(0, len(real), every):
+        for cart, pole, states in zip(carts, poles, (real, imagined), strict=True):
+            cart.set_x(cart_x(states[t]) - 0.25)
+            pole.set_data(*pole_xy(states[t]))
+        ghost.set_data(*pole_xy(real[t]))  # the dream panel's faint copy of reality
+        off = diverged_at is not None and t >= diverged_at
+        for spine in axes[0, 1].spines.values():
+            spine.set_color("#D55E00" if off else "#888888")
+        label.set_text(
+            f"step {t} (20 ms each): same start, same actions"
+            + (f" - diverged at step {diverged_at} (error > {threshold:g})" if off else "")
+        )
+        label.set_color("#D55E00" if off else "black")
+        fig.canvas.draw()
+        frame = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
+        frames.append(frame.quantize(colors=32))
+    plt.close(fig)
+    with atomic_path(path) as tmp:
+        frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=40 * every, loop=0
+        )
+    return len(frames)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -391,6 +521,22 @@ def main(cfg: Config) -> dict:
         meta,
     )
 
+    written = [trajectory_path, error_path]
+    if cfg.animation:
+        episode = longest[0]
+        length = int(real.alive[episode].sum())
+        errors = accuracy.squared_error[episode, : length - 1]
+        diverged = first_crossing(np.arange(1, length), errors, cfg.error_threshold)
+        gif_path = cfg.plots_dir / "dream_vs_reality.gif"
+        save_dream_gif(
+            real.states[episode, :length],
+            accuracy.imagined_states[episode, :length],
+            diverged,
+            cfg.error_threshold,
+            gif_path,
+        )
+        written.append(gif_path)
+
     at = {
         h: float(summary["mean"][summary["step"] == h][0])
         for h in (1, 5, 10, 25, 50)
@@ -407,7 +553,7 @@ def main(cfg: Config) -> dict:
             f"The mean error first exceeds {cfg.error_threshold:g} at step {crossing}: trust "
             f"imagined rollouts well short of that."
         )
-    print(f"Wrote {trajectory_path} and {error_path}")
+    print(f"Wrote {', '.join(map(str, written))}")
     return {"crossing": crossing, "error_at": at}
 
 

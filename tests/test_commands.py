@@ -19,6 +19,7 @@ COMMANDS = [
     "app.plan_with_model",
     "app.agent",
     "app.benchmark",
+    "app.experiments",  # its runs are in test_experiments.py
     "app.practice",  # its smoke runs are in test_practice.py
 ]
 TINY = {
@@ -69,6 +70,7 @@ def pipeline(tmp_path_factory) -> Path:
         "plots/training_curve.png",
         "plots/trajectory_comparison.png",
         "plots/compounding_error.png",
+        "plots/dream_vs_reality.gif",
     ],
 )
 def test_pipeline_writes(pipeline: Path, output: str) -> None:

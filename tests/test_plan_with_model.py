@@ -10,6 +10,7 @@ from app.plan_with_model import (
     evaluate_model_accuracy,
     first_crossing,
     imagine_rollout,
+    save_dream_gif,
 )
 from app.world_model import WorldModel, WorldModelConfig
 
@@ -105,3 +106,19 @@ def test_accuracy_of_perfect_model_is_zero() -> None:
     states[:] = states[:, :1]
     real = RealTrajectories(states, np.zeros((3, 5), np.int64), np.ones((3, 6), bool))
     assert np.nanmax(evaluate_model_accuracy(Copy(), real).squared_error) == 0.0
+
+
+def test_dream_gif_is_a_small_animation(tmp_path) -> None:
+    from PIL import Image
+
+    steps = np.arange(41)
+    real = np.zeros((41, 4), np.float32)
+    real[:, 2] = 0.01 * steps  # the pole tips slowly
+    imagined = real.copy()
+    imagined[20:, 0] = 0.1 * (steps[20:] - 20)  # the dream's cart wanders off from step 20
+    path = tmp_path / "dream.gif"
+    frames = save_dream_gif(real, imagined, diverged_at=20, threshold=1e-2, path=path, every=2)
+    assert frames == 21  # steps 0, 2, ..., 40
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == frames
+    assert path.stat().st_size < 1_000_000
