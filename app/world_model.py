@@ -203,6 +203,69 @@ def model_config_dict(model: WorldModel) -> dict:
     return asdict(model.config)
 
 
+# ================================================================================ phase 6: ensemble
+
+
+class WorldModelEnsemble(nn.Module):
+    """E world models whose disagreement says where the learned simulator should not be trusted.
+
+    A drop-in for `WorldModel` wherever the model is trained (`compute_loss`, so phase 3's
+    `train_epoch` fits it unchanged) or rolled out (`step`, `is_done`). Members differ in their
+    initial weights and in their data: each trains on its own bootstrap resample of every batch.
+    Where the training data were dense the members agree; off the data they extrapolate
+    differently, so their spread is an estimate of the model's own error (as in PETS and MBPO).
+
+    Args:
+        config: the members' shared architecture.
+        size: E, the number of members.
+    """
+
+    def __init__(self, config: WorldModelConfig, size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(WorldModel(config) for _ in range(size))
+
+    def set_normalization(self, state, next_state, terminated) -> None:
+        for member in self.members:
+            member.set_normalization(state, next_state, terminated)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]):
+        """Mean of the members' losses, each on its own resample (with replacement) of `batch`."""
+        B = len(batch["action"])
+        totals, parts = [], []
+        for member in self.members:
+            rows = torch.randint(B, (B,), device=batch["action"].device)  # the bootstrap
+            total, member_parts = member.compute_loss({k: v[rows] for k, v in batch.items()})
+            totals.append(total)
+            parts.append(member_parts)
+        mean_parts = {name: torch.stack([p[name] for p in parts]).mean() for name in parts[0]}
+        return torch.stack(totals).mean(), mean_parts
+
+    def is_done(self, done_probability: torch.Tensor) -> torch.Tensor:
+        return self.members[0].is_done(done_probability)
+
+    @torch.no_grad()
+    def predict(self, state: torch.Tensor, action: torch.Tensor):
+        """Every member's (E, B, S) next states, (E, B) rewards and (E, B) done probabilities."""
+        outputs = [member.step(state, action) for member in self.members]
+        return tuple(torch.stack(values) for values in zip(*outputs, strict=True))
+
+    @torch.no_grad()
+    def step(self, state: torch.Tensor, action: torch.Tensor):
+        """The members' mean prediction, in `WorldModel.step`'s format."""
+        next_states, rewards, done_probabilities = self.predict(state, action)
+        return next_states.mean(0), rewards.mean(0), done_probabilities.mean(0)
+
+    @torch.no_grad()
+    def disagreement(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(B,) spread of the members' next-state predictions: the largest standard deviation over
+        the S state variables, each in units of that variable's typical one-step change (so 1.0
+        means the members disagree by a whole typical step)."""
+        next_states, _, _ = self.predict(state, action)  # (E, B, S)
+        scale = self.members[0].delta_std  # (S,)
+        return (next_states.std(dim=0) / scale).amax(dim=-1)
+
+
 # ================================================================================ self-check
 
 

@@ -145,3 +145,46 @@ def test_self_check_passes() -> None:
             raise NotImplementedError(detail.removeprefix("TODO: "))
     assert len(results) == 4
     assert all(passed for _, passed, _ in results), results
+
+
+# ----------------------------------------------------------------------------- phase 6: ensemble
+
+
+def make_ensemble(size: int = 3) -> world_model.WorldModelEnsemble:
+    ensemble = world_model.WorldModelEnsemble(WorldModelConfig(hidden_size=16), size)
+    batch = make_batch(64)
+    ensemble.set_normalization(batch["state"], batch["next_state"], batch["terminated"])
+    return ensemble
+
+
+def test_identical_members_agree_and_step_like_one_model() -> None:
+    ensemble = make_ensemble()
+    for member in ensemble.members[1:]:
+        member.load_state_dict(ensemble.members[0].state_dict())
+    batch = make_batch()
+    assert_allclose(ensemble.disagreement(batch["state"], batch["action"]).numpy(), 0.0, atol=1e-6)
+    for mean, single in zip(
+        ensemble.step(batch["state"], batch["action"]),
+        ensemble.members[0].step(batch["state"], batch["action"]),
+        strict=True,
+    ):
+        torch.testing.assert_close(mean, single)
+
+
+def test_disagreement_is_the_largest_spread_in_typical_steps() -> None:
+    ensemble = make_ensemble()
+    batch = make_batch()
+    next_states, _, _ = ensemble.predict(batch["state"], batch["action"])  # (E, B, S)
+    expected = (next_states.std(dim=0) / ensemble.members[0].delta_std).max(dim=-1).values
+    spread = ensemble.disagreement(batch["state"], batch["action"])
+    torch.testing.assert_close(spread, expected)
+    assert (spread > 0).all()  # differently initialised members differ
+
+
+def test_ensemble_loss_trains_every_member() -> None:
+    ensemble = make_ensemble()
+    total, parts = ensemble.compute_loss(make_batch(32))
+    total.backward()
+    assert set(parts) == {"state", "reward", "done"}
+    for member in ensemble.members:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.parameters())
