@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -52,11 +53,11 @@ from app.common import (
     require_probability,
     resolve_device,
 )
-from app.plan_with_model import imagine_rollout
-from app.plotting import COLORS, add_caption, new_figure, save_figure
+from app.plan_with_model import Rollout, imagine_rollout
+from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
 from app.storage import Transitions, load_checkpoint, run_metadata, save_checkpoint, save_json
 from app.train_model import load_world_model, train_epoch
-from app.world_model import WorldModel, WorldModelConfig
+from app.world_model import WorldModel, WorldModelConfig, WorldModelEnsemble
 
 Batch = dict[str, torch.Tensor]
 Q_KIND = "q_network"
@@ -109,6 +110,14 @@ class Config:
     """width of the world model's encoder layers"""
     warm_start: bool = False
     """start the world model from checkpoints/world_model.pt (its data are not counted as steps)"""
+    refit_model: bool = True
+    """refit the world model as data arrive; --no-refit-model fits it once, on the warm-up data,
+    and freezes it (a deliberately poor model: app.experiments' exploitation study)"""
+    ensemble_size: int = 1
+    """E: world models in an ensemble (1 = a single model); see --max-disagreement"""
+    max_disagreement: float = math.inf
+    """end an imagined rollout where the ensemble members' next states disagree by more than this
+    (in typical one-step changes; inf = never)"""
     eval_interval: int = 500
     """real steps between evaluations"""
     eval_episodes: int = 10
@@ -135,7 +144,7 @@ class Config:
             self, "rollout_length", "lr", "batch_size", "hidden_size", "buffer_size",
             "target_update_interval", "exploration_steps", "model_train_interval", "model_sample",
             "model_initial_epochs", "model_hidden_size", "eval_interval", "eval_episodes",
-            "min_steps", "max_steps", "workers",
+            "min_steps", "max_steps", "workers", "ensemble_size", "max_disagreement",
         )  # fmt: skip
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         require(
@@ -148,6 +157,10 @@ class Config:
         require(0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1], got {self.gamma}")
         require_probability(self, "epsilon_start", "epsilon_end")
         require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
+        require(
+            not (self.warm_start and self.ensemble_size > 1),
+            "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble",
+        )
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -312,35 +325,53 @@ class DQNAgent:
 # ----------------------------------------------------------------------------- Dyna
 
 
+def trusted_steps(
+    model: WorldModel | WorldModelEnsemble, rollout: Rollout, max_disagreement: float
+) -> torch.Tensor:
+    """(B, k) bool: the imagined steps before the ensemble's disagreement first passes
+    `max_disagreement` (MBPO's answer to compounding error: stop a dream where the models stop
+    agreeing). All True for a single model or an infinite threshold."""
+    if math.isinf(max_disagreement) or not isinstance(model, WorldModelEnsemble):
+        return torch.ones_like(rollout.valid)
+    B, k = rollout.actions.shape
+    flat_states, flat_actions = rollout.states.flatten(0, 1), rollout.actions.flatten(0, 1)
+    spread = model.disagreement(flat_states, flat_actions).view(B, k)
+    return (spread <= max_disagreement).int().cumprod(dim=1).bool()
+
+
 def _train_on_simulated_data(
     agent: DQNAgent,
-    model: WorldModel,
+    model: WorldModel | WorldModelEnsemble,
     buffer: ReplayBuffer,
     num_updates: int,
     rollout_length: int,
     batch_size: int,
     epsilon: float,
+    max_disagreement: float = math.inf,
 ) -> int:
     """K Q-updates on transitions imagined by `model` from real start states.
 
     Draws enough real start states that every imagined transition is used about once, rolls each
     out `rollout_length` steps with the agent's current epsilon-greedy policy (stopping at
-    predicted dones), and trains on the valid imagined transitions in `num_updates` mini-batches.
-    Returns the number of imagined transitions used.
+    predicted dones, and with an ensemble where its members disagree by more than
+    `max_disagreement`), and trains on the valid imagined transitions in `num_updates`
+    mini-batches. Returns the number of imagined transitions used.
     """
     num_starts = math.ceil(num_updates * batch_size / rollout_length)
     # TODO(phase 5): imagine from real start states with the current policy, keep the valid
     # transitions, and make `num_updates` Q-updates on them.
     # HINT: buffer.sample(n, agent.generator)["state"] gives real start states; reuse phase 4's
     #       imagine_rollout with the policy `lambda s: agent.select_action(s, epsilon)`.
-    # HINT: rollout.valid masks out steps after a predicted done; the model's done is the
-    #       "terminated" of an imagined transition. Split a random order into num_updates chunks.
+    # HINT: rollout.valid masks out steps after a predicted done (and'ed with trusted_steps(...),
+    #       which only matters for an ensemble); the model's done is the "terminated" of an
+    #       imagined transition. Split a random order into num_updates chunks.
     # ### BEGIN SOLUTION (phase 5: _train_on_simulated_data)
     starts = buffer.sample(num_starts, agent.generator)["state"]  # (B, S) real states
     rollout = imagine_rollout(
         model, starts, lambda s: agent.select_action(s, epsilon), rollout_length
     )
-    valid = rollout.valid  # (B, k): steps before (and including) a predicted done
+    # (B, k): steps before (and including) a predicted done, and trusted by an ensemble
+    valid = rollout.valid & trusted_steps(model, rollout, max_disagreement)
     imagined = {
         "state": rollout.states[valid],
         "action": rollout.actions[valid],
@@ -349,6 +380,8 @@ def _train_on_simulated_data(
         "terminated": rollout.dones[valid],  # the model's done: a termination, never truncation
     }
     count = len(imagined["action"])
+    if count == 0:  # every dream was cut at its first step: nothing to learn from
+        return 0
     order = torch.randperm(count, generator=agent.generator).to(imagined["action"].device)
     for chunk in order.chunk(num_updates):
         agent.train_on_batch({name: values[chunk] for name, values in imagined.items()})
@@ -398,9 +431,36 @@ def run_length(cfg: Config, solved_at: int | None) -> int:
     return min(end, cfg.max_steps)
 
 
-def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dict:
+class ProbeContext(NamedTuple):
+    """What a probe may look at, at each evaluation (it must not change any of it)."""
+
+    config: Config
+    step: int
+    agent: DQNAgent
+    model: WorldModel | WorldModelEnsemble | None  # None before the model's first fit
+    buffer: ReplayBuffer
+    eval_seeds: list[int]
+    device: torch.device
+
+
+Probe = Callable[[ProbeContext], dict]
+
+
+def new_world_model(cfg: Config, device: torch.device) -> WorldModel | WorldModelEnsemble:
+    config = WorldModelConfig(hidden_size=cfg.model_hidden_size)
+    if cfg.ensemble_size > 1:
+        return WorldModelEnsemble(config, cfg.ensemble_size).to(device)
+    return WorldModel(config).to(device)
+
+
+def train_dyna_agent(
+    cfg: Config, seed: int, show_progress: bool = False, probe: Probe | None = None
+) -> dict:
     """One run of Dyna-DQN with K = cfg.planning_steps (K = 0: plain DQN) on one seed.
 
+    `probe`, if given, is called at every evaluation and its dicts are returned as "probes"
+    (app.experiments measures the model there). It gets its own random numbers, so a probed run
+    learns exactly as an unprobed one.
     Returns the evaluation curve and the figures defined in the module docstring.
     """
     configure_threads()
@@ -410,11 +470,11 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
     agent = DQNAgent(cfg, device, generator)
     buffer = ReplayBuffer(min(cfg.buffer_size, cfg.max_steps), device)
     use_model = cfg.planning_steps > 0
-    model: WorldModel | None = None
+    model: WorldModel | WorldModelEnsemble | None = None
     if use_model and cfg.warm_start:
         model = load_world_model(CHECKPOINT_PATH, device).train()
     elif use_model:
-        model = WorldModel(WorldModelConfig(hidden_size=cfg.model_hidden_size)).to(device)
+        model = new_world_model(cfg, device)
     model_optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True) if model else None
     model_ready = cfg.warm_start
 
@@ -422,7 +482,7 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
     state, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
     episode = 0
-    eval_steps, eval_returns = [], []
+    eval_steps, eval_returns, probes = [], [], []
     solved_at, wall_to_solve, imagined_total = None, None, 0
     started = time.perf_counter()
     bar = progress(
@@ -457,13 +517,16 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
         # HINT: cfg.real_updates x agent.train_on_batch(buffer.sample(cfg.batch_size, generator)).
         # HINT: before its first fit the model needs model.set_normalization(...) on the buffer;
         #       phase 3's train_epoch does the fitting. With K = 0 (`model is None`) skip the model.
+        # HINT: phase 6 also needs: no refit after the first when cfg.refit_model is False, and
+        #       cfg.max_disagreement passed on to _train_on_simulated_data.
         # ### BEGIN SOLUTION (phase 5: train_dyna_agent)
         if step >= cfg.learning_starts:
             # -- learn from real experience
             for _ in range(cfg.real_updates):
                 agent.train_on_batch(buffer.sample(cfg.batch_size, generator))
             # -- keep the world model up to date with the agent's own data
-            if model is not None and (step - cfg.learning_starts) % cfg.model_train_interval == 0:
+            refit_due = (step - cfg.learning_starts) % cfg.model_train_interval == 0
+            if model is not None and refit_due and (cfg.refit_model or not model_ready):
                 epochs = 1
                 if not model_ready:  # first fit: normalisation statistics from the buffer
                     data = buffer.as_batch()
@@ -483,6 +546,7 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
                     cfg.rollout_length,
                     cfg.batch_size,
                     epsilon,
+                    cfg.max_disagreement,
                 )
         # ### END SOLUTION
 
@@ -491,13 +555,16 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
             score = evaluate_policy(agent.q_network, seeds, device)
             eval_steps.append(step)
             eval_returns.append(score)
+            if probe is not None:
+                ready = model if model_ready else None
+                probes.append(probe(ProbeContext(cfg, step, agent, ready, buffer, seeds, device)))
             if solved_at is None and score >= SOLVED_RETURN:
                 solved_at, wall_to_solve = step, time.perf_counter() - started
             bar.set_postfix(eval_return=f"{score:.0f}")
         bar.update(1)
     bar.close()
     env.close()
-    return summarize_run(
+    run = summarize_run(
         cfg,
         seed,
         eval_steps,
@@ -509,6 +576,9 @@ def train_dyna_agent(cfg: Config, seed: int, show_progress: bool = False) -> dic
         imagined_total,
         agent.q_network.state_dict(),
     )
+    if probe is not None:
+        run["probes"] = probes
+    return run
 
 
 def summarize_run(
@@ -595,54 +665,57 @@ def learning_curves(runs: list[dict], until: int) -> tuple[np.ndarray, np.ndarra
     return steps, returns
 
 
-def plot_comparison(
-    arms: dict[str, list[dict]],
-    path: Path,
-    caption: str,
-    until: int = 10_000,
-    meta: dict | None = None,
-) -> None:
-    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
-    fig, axes = new_figure(1, 1, width=8.0, height=4.6)
-    ax = axes[0, 0]
-    for name, runs in arms.items():
+def mean_and_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the first axis of (R, T) `values` and the half-width of its 95% confidence
+    interval (normal approximation; zero for a single run)."""
+    mean = values.mean(axis=0)
+    if len(values) < 2:
+        return mean, np.zeros_like(mean)
+    return mean, 1.96 * values.std(axis=0, ddof=1) / np.sqrt(len(values))
+
+
+def draw_learning_curves(ax, arms: dict[str, list[dict]], until: int) -> None:
+    """Evaluation return against real steps on `ax`: mean and 95% confidence band per arm."""
+    for i, (name, runs) in enumerate(arms.items()):
         steps, returns = learning_curves(runs, until)
-        mean = returns.mean(axis=0)
-        half = 0 * mean
-        if len(runs) > 1:
-            half = 1.96 * returns.std(axis=0, ddof=1) / np.sqrt(len(runs))
-        color = COLORS.get(name.split(" ")[0], None)
+        mean, half = mean_and_ci(returns)
+        color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
         ax.plot(steps, mean, color=color, lw=2, label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(
-            steps,
-            np.clip(mean - half, 0, 500),
-            np.clip(mean + half, 0, 500),
-            color=color,
-            alpha=0.2,
-            lw=0,
-        )
+        low, high = np.clip(mean - half, 0, 500), np.clip(mean + half, 0, 500)
+        ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
     ax.axhline(SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
     ax.set_xlabel("real environment steps (evaluation episodes not counted)")
     ax.set_ylabel("evaluation return\n(mean of 10 greedy episodes)")
     ax.set_ylim(0, 520)
     ax.set_xlim(0, until)
     ax.legend(loc="lower right")
-    ax.set_title(
-        "Model-free DQN vs Dyna-DQN on CartPole-v1; band: 95% confidence interval of "
-        "the mean over seeds",
-        fontsize=10,
+
+
+def plot_comparison(
+    arms: dict[str, list[dict]],
+    path: Path,
+    caption: str,
+    until: int = 10_000,
+    meta: dict | None = None,
+    title: str = "Model-free DQN vs Dyna-DQN on CartPole-v1",
+) -> None:
+    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
+    fig, axes = new_figure(1, 1, width=8.0, height=4.6)
+    draw_learning_curves(axes[0, 0], arms, until)
+    axes[0, 0].set_title(
+        f"{title}; band: 95% confidence interval of the mean over seeds", fontsize=10
     )
     add_caption(fig, caption)
     save_figure(fig, path, meta)
 
 
-def format_table(arms: dict[str, dict]) -> str:
+def format_table(arms: dict[str, dict], auc_label: str = "AUC 10k") -> str:
     """Markdown table: steps-to-solve per seed and the summary figures of each arm."""
     seeds = next(iter(arms.values()))["seeds"]
     header = (
         "| arm | "
         + " | ".join(f"seed {s}" for s in seeds)
-        + " | median | solved | stability | AUC 10k | median wall s |"
+        + f" | median | solved | stability | {auc_label} | median wall s |"
     )
     lines = [header, "|" + " --- |" * (len(seeds) + 6)]
     for name, a in arms.items():
