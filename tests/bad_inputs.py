@@ -26,6 +26,7 @@ COLLECT = "app.data_collection"
 TRAIN = "app.train_model"
 PLAN = "app.plan_with_model"
 AGENT = "app.agent"
+EXPERIMENTS = "app.experiments"
 
 
 def valid_transitions(n: int = 200) -> Transitions:
@@ -251,6 +252,9 @@ CASES = [
     Case("cli", "cuda on a machine without it", TRAIN, ("--device", "cuda")),
     Case("cli", "unknown flag", PLAN, ("--horizn", "5")),
     Case("cli", "negative seed", COLLECT, ("--seed", "-1")),
+    Case("cli", "unknown study", EXPERIMENTS, ("--studies", "k_swep")),
+    Case("cli", "unknown sweep backend", EXPERIMENTS, ("--backend", "spark")),
+    Case("cli", "rollout length 0", EXPERIMENTS, ("--rollout-lengths", "0", "5")),
     Case(
         "disk",
         "output folder not writable (a file is in the way)",

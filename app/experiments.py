@@ -1,0 +1,541 @@
+"""Phase 6: experiments with the Dyna agent: how much to imagine, how far to trust a dream, and
+what a learner does with a bad model.
+
+    uv run python -m app.experiments                          # every study, about 15 min on 2 cores
+    uv run python -m app.experiments --studies k_sweep --seeds 0 1 2 3 4
+    uv run --group ray python -m app.experiments --backend ray --address auto   # on a Ray cluster
+
+Studies (each writes a plot; the tables go to results/experiments/summary.md):
+  k_sweep         K = 0, 1, 5, 10 imagined updates per real step. plots/k_sweep.png
+  rollout_length  dreams of k = 1 and k = 5 steps, and k = 5 through an ensemble that ends a dream
+                  where its members disagree; beside the learning curves, the share of imagined
+                  transitions that were wrong, checked against CartPole's true physics from the
+                  same start state and actions. plots/rollout_length.png
+  exploitation    the agent learns from imagination only, with a model fitted once on 100 random
+                  steps and frozen, or one refitted as data arrive: the greedy policy's return in
+                  the model's imagination against its return in the real env.
+                  plots/model_exploitation.png
+
+Every (config, seed) run is one job, saved as results/experiments/<study>/<arm>-seed<N>-<hash>.json
+the moment it finishes; the hash covers the whole agent config, the probe and the seed. A rerun only
+computes what is missing (nothing, if nothing changed), and an interrupted sweep resumes where it
+stopped. Jobs run in local processes (one thread each) or, with --backend ray, as one Ray task each;
+both run the same function on the same inputs and write identical files.
+
+Runs here are shorter than app.agent's: a fixed budget of real steps (5,000; 3,000 for the
+exploitation study), the same evaluation (10 greedy episodes every 500 steps), "stability" being the
+share of the evaluations after the first solve, within the budget, that stay solved.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from app import agent as dyna
+from app.agent import ProbeContext
+from app.common import (
+    ENV_ID,
+    PLOTS_DIR,
+    RESULTS_DIR,
+    UserError,
+    cli,
+    progress,
+    require,
+    require_positive,
+)
+from app.plan_with_model import imagine_rollout, true_rollout, wrong_transitions
+from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
+from app.storage import atomic_path, run_metadata, save_json
+
+STUDIES = ("k_sweep", "rollout_length", "exploitation")
+BACKENDS = ("local", "ray")
+CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
+RAY_HINT = "uv sync --group ray, then run with `uv run --group ray python -m app.experiments`"
+
+
+@dataclass
+class Config:
+    """Run the phase 6 studies (K sweep, rollout length with an ensemble arm, model exploitation),
+    caching every run."""
+
+    studies: tuple[str, ...] = STUDIES
+    """which studies to run: k_sweep, rollout_length, exploitation"""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """one run per seed and arm"""
+    k_values: tuple[int, ...] = (0, 1, 5, 10)
+    """K sweep: imagined Q-updates per real step (0 = model-free DQN)"""
+    rollout_lengths: tuple[int, ...] = (1, 5)
+    """rollout-length study: imagined steps per dream (k)"""
+    rollout_k: int = 5
+    """K used by the rollout-length and exploitation studies"""
+    ensemble_size: int = 3
+    """E: members of the ensemble arm in the rollout-length study (1 = no ensemble arm)"""
+    max_disagreement: float = 0.5
+    """the ensemble arm ends a dream where its members' next states differ by more than this many
+    typical one-step changes"""
+    steps: int = 5_000
+    """real steps per run (k_sweep, rollout_length)"""
+    exploitation_steps: int = 3_000
+    """real steps per run in the exploitation study"""
+    exploitation_data: int = 100
+    """random warm-up steps the exploitation study's models are first fitted on"""
+    model_hidden_size: int = 128
+    """width of the world model's layers in every run here (app.agent: 200)"""
+    error_threshold: float = 1e-2
+    """an imagined transition is wrong when its squared state error (raw units, mean over the 4
+    variables) passes this, or its done disagrees with the true physics"""
+    probe_starts: int = 256
+    """real start states per model-error measurement (at every evaluation)"""
+    backend: str = "local"
+    """local (processes on this machine) or ray (one Ray task per run)"""
+    address: str = ""
+    """Ray cluster address for --backend ray, e.g. auto or ray://host:10001 ('' = start a local
+    Ray instance with --workers CPUs)"""
+    workers: int = 2
+    """parallel runs (local processes of one thread each, or CPUs of the local Ray instance)"""
+    results_dir: Path = RESULTS_DIR / "experiments"
+    """where every run is cached, and summary.md / summary.json go"""
+    plots_dir: Path = PLOTS_DIR
+    """where the plots go"""
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "rollout_k", "ensemble_size", "max_disagreement", "steps", "exploitation_steps",
+            "exploitation_data", "model_hidden_size", "error_threshold", "probe_starts", "workers",
+        )  # fmt: skip
+        unknown = sorted(set(self.studies) - set(STUDIES))
+        require(not unknown, f"unknown --studies {unknown}: choose from {', '.join(STUDIES)}")
+        require(len(self.seeds) > 0, "--seeds needs at least one seed")
+        require(self.backend in BACKENDS, f"--backend must be local or ray, got {self.backend!r}")
+        require(all(k >= 0 for k in self.k_values), "--k-values must all be >= 0")
+        require(all(k >= 1 for k in self.rollout_lengths), "--rollout-lengths must all be >= 1")
+        require(self.exploitation_data < self.exploitation_steps, "--exploitation-data too large")
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: an agent config, a seed, and what to measure at each evaluation."""
+
+    study: str
+    arm: str
+    seed: int
+    agent: dyna.Config
+    probe: dict = field(default_factory=dict)  # {"name": ..., its settings}; {} = none
+
+    def key(self) -> str:
+        """Hash of everything that determines the run's numbers."""
+        agent = {k: v for k, v in asdict(self.agent).items() if k not in _NOT_HASHED}
+        spec = {"agent": agent, "probe": self.probe, "seed": self.seed, "version": CACHE_VERSION}
+        text = json.dumps(spec, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def path(self, root: Path) -> Path:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.arm.lower()).strip("-")
+        return root / self.study / f"{slug}-seed{self.seed}-{self.key()}.json"
+
+    def cost(self) -> float:
+        """Rough relative run time, so the longest runs start first."""
+        a = self.agent
+        return a.max_steps * (1 + a.real_updates + a.planning_steps * (1 + a.ensemble_size / 4))
+
+
+# Output paths and parallelism do not change a run's numbers.
+_NOT_HASHED = {"seeds", "workers", "plot", "results", "q_checkpoint"}
+
+
+def base_agent_config(cfg: Config) -> dyna.Config:
+    """app.agent's defaults, on a fixed budget of `cfg.steps` real steps: every arm starts here."""
+    return dyna.Config(
+        min_steps=cfg.steps,
+        max_steps=cfg.steps,
+        steps_after_solve=0,
+        model_hidden_size=cfg.model_hidden_size,
+        workers=1,
+    )
+
+
+def plan_jobs(cfg: Config) -> list[Job]:
+    """Every (study, arm, seed) job the config asks for."""
+    base = base_agent_config(cfg)
+    error_probe = {
+        "name": "model_error",
+        "starts": cfg.probe_starts,
+        "threshold": cfg.error_threshold,
+    }
+    arms: list[tuple[str, str, dyna.Config, dict]] = []
+    if "k_sweep" in cfg.studies:
+        for k in cfg.k_values:
+            arms.append(("k_sweep", f"K={k}", replace(base, planning_steps=k), {}))
+    if "rollout_length" in cfg.studies:
+        at_k = replace(base, planning_steps=cfg.rollout_k)
+        for length in cfg.rollout_lengths:
+            arm_cfg = replace(at_k, rollout_length=length)
+            arms.append(("rollout_length", f"k={length}", arm_cfg, error_probe))
+        if cfg.ensemble_size > 1:
+            length = max(cfg.rollout_lengths)
+            arm_cfg = replace(
+                at_k,
+                rollout_length=length,
+                ensemble_size=cfg.ensemble_size,
+                max_disagreement=cfg.max_disagreement,
+            )
+            name = f"k={length}, ensemble of {cfg.ensemble_size}"
+            arms.append(("rollout_length", name, arm_cfg, error_probe))
+    if "exploitation" in cfg.studies:
+        imagination_only = replace(
+            base,
+            min_steps=cfg.exploitation_steps,
+            max_steps=cfg.exploitation_steps,
+            learning_starts=cfg.exploitation_data,
+            planning_steps=cfg.rollout_k,
+            real_updates=0,  # the Q-network sees nothing but the model's dreams
+        )
+        probe = {"name": "imagined_return", "horizon": 500}
+        for name, refit in (("frozen model", False), ("refitted model", True)):
+            arm_cfg = replace(imagination_only, refit_model=refit)
+            arms.append(("exploitation", name, arm_cfg, probe))
+    return [Job(study, arm, seed, c, p) for study, arm, c, p in arms for seed in cfg.seeds]
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+@torch.no_grad()
+def measure_model_error(ctx: ProbeContext, starts: int, threshold: float) -> dict:
+    """Imagine from real start states as the agent does, replay the same actions through the true
+    physics, and count the imagined transitions that are wrong (see `wrong_transitions`)."""
+    if ctx.model is None:
+        return {"wrong": None, "kept": None}
+    length, cap = ctx.config.rollout_length, ctx.config.max_disagreement
+    generator = torch.Generator().manual_seed(ctx.eval_seeds[0])  # not the run's: no side effects
+    start = ctx.buffer.sample(starts, generator)["state"]
+    rollout = imagine_rollout(ctx.model, start, lambda s: ctx.agent.q_network(s).argmax(1), length)
+    trusted = rollout.valid & dyna.trusted_steps(ctx.model, rollout, cap)
+    truth = true_rollout(start.cpu().numpy(), rollout.actions.cpu().numpy())
+    wrong = wrong_transitions(rollout._replace(valid=trusted), truth, threshold)
+    used = int(trusted.sum())
+    return {
+        "wrong": float(wrong.sum() / used) if used else None,
+        "kept": float(used / max(int(rollout.valid.sum()), 1)),  # share not cut by the ensemble
+    }
+
+
+@torch.no_grad()
+def imagined_return(ctx: ProbeContext, horizon: int) -> dict:
+    """The greedy policy's return inside the model, from the evaluation episodes' start states."""
+    if ctx.model is None:
+        return {"imagined_return": None}
+    with gym.make(ENV_ID) as env:
+        starts = np.stack([env.reset(seed=seed)[0] for seed in ctx.eval_seeds])
+    start = torch.as_tensor(starts, device=ctx.device)
+    rollout = imagine_rollout(ctx.model, start, lambda s: ctx.agent.q_network(s).argmax(1), horizon)
+    returns = (rollout.rewards * rollout.valid).sum(dim=1)
+    return {"imagined_return": float(returns.mean())}
+
+
+PROBES: dict[str, Callable[..., dict]] = {
+    "model_error": measure_model_error,
+    "imagined_return": imagined_return,
+}
+
+
+def run_job(job: Job) -> dict:
+    """Train one agent and return its cacheable record (runs in a worker process or Ray task)."""
+    torch.set_num_threads(1)  # the same arithmetic on every backend: identical numbers
+    probe = None
+    if job.probe:
+        settings = {k: v for k, v in job.probe.items() if k != "name"}
+        probe = functools.partial(PROBES[job.probe["name"]], **settings)
+    run = dyna.train_dyna_agent(job.agent, job.seed, probe=probe)
+    run.pop("q_weights")
+    record = {"study": job.study, "arm": job.arm, "seed": job.seed, "key": job.key()}
+    return record | {"probe": job.probe, "run": run, **run_metadata(job.agent)}
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def load_cached(job: Job, root: Path) -> dict | None:
+    """The finished record of `job`, or None if it must (still) be computed."""
+    path = job.path(root)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("key") == job.key() and "run" in record:
+            return record
+    except (OSError, ValueError):
+        pass
+    print(f"warning: {path} is unreadable or from another config; running it again")
+    return None
+
+
+def run_local(jobs: list[Job], workers: int) -> Iterator[tuple[Job, dict]]:
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            yield job, run_job(job)
+        return
+    by_key = {job.key(): job for job in jobs}
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(min(workers, len(jobs)), initializer=_leave_ctrl_c_to_parent)
+    try:
+        for record in pool.imap_unordered(run_job, jobs):
+            yield by_key[record["key"]], record
+    finally:  # also on Ctrl-C: stop the workers and wait for them, leaving nothing behind
+        pool.terminate()
+        pool.join()
+
+
+def _leave_ctrl_c_to_parent() -> None:
+    """Workers ignore Ctrl-C: the parent stops the pool, and finished runs are already saved."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _workers_use_this_python() -> None:
+    """Under `uv run`, Ray starts each worker through `uv run` in a copy of the working folder,
+    which builds a fresh environment (minutes). The workers should use this interpreter and
+    environment instead, unless RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 asks for Ray's behaviour."""
+    from ray._private import ray_constants  # the switch is read from here at ray.init
+
+    wanted = os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0").lower() in ("1", "true")
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = wanted
+
+
+def run_ray(jobs: list[Job], address: str, workers: int) -> Iterator[tuple[Job, dict]]:
+    """One Ray task per job; the `app` package travels with the tasks, so a remote cluster only
+    needs this project's dependencies installed."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--backend ray needs Ray, an optional dependency: {RAY_HINT}") from None
+    _workers_use_this_python()
+    options = dict(
+        runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]},
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=workers, **options)
+    try:
+        task = ray.remote(num_cpus=1)(run_job)
+        pending = {task.remote(job): job for job in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done[0]), ray.get(done[0])
+    finally:
+        ray.shutdown()
+
+
+def run_all(cfg: Config, jobs: list[Job]) -> tuple[dict[str, dict], int]:
+    """Every job's record, from the cache or computed now; returns (records by key, computed)."""
+    records = {}
+    todo = []
+    for job in jobs:
+        record = load_cached(job, cfg.results_dir)
+        if record is None:
+            todo.append(job)
+        else:
+            records[job.key()] = record
+    print(f"{len(jobs)} runs: {len(records)} cached in {cfg.results_dir}/, {len(todo)} to compute")
+    todo.sort(key=Job.cost, reverse=True)  # longest first: the workers finish together
+    if not todo:
+        results = iter(())
+    elif cfg.backend == "ray":
+        results = run_ray(todo, cfg.address, cfg.workers)
+    else:
+        results = run_local(todo, cfg.workers)
+    done = 0
+    try:
+        for job, record in progress(results, total=len(todo), desc="runs", unit="run"):
+            save_json(job.path(cfg.results_dir), record)  # at once: a killed sweep keeps it
+            records[job.key()] = record
+            done += 1
+    except KeyboardInterrupt:
+        print(f"\nstopped after {done} new runs, all saved: run the same command to resume")
+        raise
+    return records, len(todo)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _curve(runs: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) evaluation steps and (R, T) values of probe field `name` (NaN where not measured)."""
+    steps = np.array(runs[0]["eval_steps"])
+    values = np.array(
+        [[np.nan if p[name] is None else p[name] for p in run["probes"]] for run in runs]
+    )
+    return steps, values
+
+
+def _band(ax, steps, values, color, label) -> None:
+    """Mean over seeds and a 95% confidence band, where measured."""
+    measured = ~np.isnan(values).any(axis=0)
+    steps, values = steps[measured], values[:, measured]
+    mean, half = dyna.mean_and_ci(values)
+    ax.plot(steps, mean, color=color, lw=2, label=label)
+    ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.2, lw=0)
+
+
+def plot_k_sweep(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
+    dyna.plot_comparison(
+        arms,
+        path,
+        f"Seeds {_seeds(cfg)}; {cfg.steps:,} real steps per run; imagined rollouts of 3 steps; "
+        f"world model {cfg.model_hidden_size} wide, refitted every 250 steps; Q-learning settings "
+        "as app.agent.",
+        until=cfg.steps,
+        meta=meta,
+        title="K imagined Q-updates per real step",
+    )
+
+
+def plot_rollout_length(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
+    fig, axes = new_figure(1, 2, width=6.0, height=4.4)
+    left, right = axes[0]
+    dyna.draw_learning_curves(left, arms, cfg.steps)
+    left.set_title("Sample efficiency; band: 95% CI of the mean over seeds", fontsize=10)
+    for i, (name, runs) in enumerate(arms.items()):
+        steps, wrong = _curve(runs, "wrong")
+        _band(right, steps, 100 * wrong, CYCLE[i % len(CYCLE)], f"{name} ({len(runs)} seeds)")
+    right.set_xlabel("real environment steps")
+    right.set_ylabel("imagined transitions that are wrong [%]")
+    right.set_xlim(0, cfg.steps)
+    right.set_ylim(bottom=0)
+    right.legend(loc="upper right")
+    right.set_title("Model error, checked against the true physics", fontsize=10)
+    add_caption(
+        fig,
+        f"K={cfg.rollout_k} imagined updates per real step; seeds {_seeds(cfg)}. Right: at every "
+        f"evaluation, {cfg.probe_starts} real buffer states are dreamt forward k steps under the "
+        f"greedy policy and the same actions replayed in gymnasium's CartPole; a transition is "
+        f"wrong when its squared state error passes {cfg.error_threshold:g} or its done differs. "
+        f"The ensemble ends a dream where its {cfg.ensemble_size} members disagree by more than "
+        f"{cfg.max_disagreement:g} typical one-step changes.",
+    )
+    save_figure(fig, path, meta)
+
+
+def plot_exploitation(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
+    fig, axes = new_figure(1, len(arms), width=5.0, height=4.0, sharey=True)
+    for ax, (name, runs) in zip(axes[0], arms.items(), strict=True):
+        steps, real = dyna.learning_curves(runs, cfg.exploitation_steps)
+        _band(ax, steps, real, COLORS["real"], "real environment")
+        steps, dreamt = _curve(runs, "imagined_return")
+        _band(ax, steps, dreamt, COLORS["model"], "inside the model")
+        ax.axhline(dyna.SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("real environment steps")
+        ax.set_xlim(0, cfg.exploitation_steps)
+        ax.set_ylim(0, 520)
+        ax.legend(loc="lower right")
+    axes[0, 0].set_ylabel("greedy policy's return\n(mean of 10 episodes)")
+    fig.suptitle(
+        "Model exploitation: the Q-network learns only from imagined transitions", fontsize=11
+    )
+    add_caption(
+        fig,
+        f"Both models are first fitted on {cfg.exploitation_data} random steps; the frozen one is "
+        f"never refitted, the other is refitted every 250 steps on the agent's own data. "
+        f"K={cfg.rollout_k}, 3-step dreams, no Q-updates on real transitions. 'Inside the "
+        f"model': the same greedy policy and start states, rolled out in the model for up to 500 "
+        f"steps. Band: 95% CI of the mean over seeds {_seeds(cfg)}.",
+    )
+    save_figure(fig, path, meta)
+
+
+def _seeds(cfg: Config) -> str:
+    return ", ".join(map(str, cfg.seeds))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(cfg: Config) -> dict:
+    jobs = plan_jobs(cfg)
+    records, computed = run_all(cfg, jobs)
+    meta = run_metadata(cfg)
+    summary: dict[str, dict] = {}
+    tables = []
+    written = []
+    plots = {
+        "k_sweep": (plot_k_sweep, "k_sweep.png"),
+        "rollout_length": (plot_rollout_length, "rollout_length.png"),
+        "exploitation": (plot_exploitation, "model_exploitation.png"),
+    }
+    for study in (s for s in STUDIES if s in cfg.studies):
+        arms: dict[str, list[dict]] = {}
+        for job in jobs:
+            if job.study == study:
+                arms.setdefault(job.arm, []).append(records[job.key()]["run"])
+        figures = {name: dyna.aggregate(runs) for name, runs in arms.items()}
+        if study == "rollout_length":
+            for name, runs in arms.items():
+                wrong = np.concatenate([_curve([run], "wrong")[1][0] for run in runs])
+                figures[name]["wrong_share"] = float(np.nanmean(wrong))
+        if study == "exploitation":
+            for name, runs in arms.items():
+                final = [run["probes"][-1]["imagined_return"] for run in runs]
+                figures[name]["final_imagined_return"] = float(
+                    np.mean([value for value in final if value is not None] or [np.nan])
+                )
+                figures[name]["final_real_return"] = float(
+                    np.mean([run["eval_returns"][-1] for run in runs])
+                )
+        summary[study] = figures
+        plot, name = plots[study]
+        plot(arms, cfg, cfg.plots_dir / name, meta)
+        written.append(cfg.plots_dir / name)
+        table = dyna.format_table(figures, auc_label="mean return")
+        tables.append(f"## {study}\n\n{table}\n{_extra_lines(study, figures)}")
+        print(f"\n{study}\n{table}\n{_extra_lines(study, figures)}")
+    markdown = cfg.results_dir / "summary.md"
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(
+            "# Phase 6 experiments\n\nWritten by `uv run python -m app.experiments`. 'mean return':"
+            " mean evaluation return over the whole run.\n\n" + "\n\n".join(tables) + "\n"
+        )
+    save_json(cfg.results_dir / "summary.json", {"studies": summary, **meta})
+    written += [markdown, cfg.results_dir / "summary.json"]
+    print(f"\nComputed {computed} runs. Wrote {', '.join(map(str, written))}")
+    return {"studies": summary, "computed": computed}
+
+
+def _extra_lines(study: str, figures: dict[str, dict]) -> str:
+    if study == "rollout_length":
+        return "\n".join(
+            f"- {name}: {100 * f['wrong_share']:.1f}% of imagined transitions wrong"
+            for name, f in figures.items()
+            if not math.isnan(f["wrong_share"])
+        )
+    if study == "exploitation":
+        return "\n".join(
+            f"- {name}: final greedy return {f['final_real_return']:.0f} in the real env, "
+            f"{f['final_imagined_return']:.0f} inside the model"
+            for name, f in figures.items()
+        )
+    return ""
+
+
+if __name__ == "__main__":
+    cli(main, Config)
