@@ -105,8 +105,9 @@ class Config:
     address: str = ""
     """Ray cluster address for --backend ray, e.g. auto or ray://host:10001 ('' = start a local
     Ray instance with --workers CPUs)"""
-    workers: int = 2
-    """parallel runs (local processes of one thread each, or CPUs of the local Ray instance)"""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """parallel runs (local processes of one thread each, or CPUs of the local Ray instance);
+    default: every core"""
     results_dir: Path = RESULTS_DIR / "experiments"
     """where every run is cached, and summary.md / summary.json go"""
     plots_dir: Path = PLOTS_DIR
