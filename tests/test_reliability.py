@@ -16,7 +16,13 @@ import pytest
 import torch
 
 from app.common import UserError
-from app.storage import Transitions, load_checkpoint, load_transitions, save_transitions
+from app.storage import (
+    Transitions,
+    load_checkpoint,
+    load_transitions,
+    save_json,
+    save_transitions,
+)
 from tests.conftest import REPO, assert_one_line_error, run_in_process, run_module
 
 KILL_ROUNDS = int(os.environ.get("KILL_ROUNDS", "200"))
@@ -206,3 +212,12 @@ def test_plots_record_what_made_them(tmp_path: Path) -> None:
     for name in ("training_curve", "trajectory_comparison", "compounding_error"):
         meta = json.loads(Image.open(tmp_path / "plots" / f"{name}.png").info["Description"])
         assert {"config", "versions", "git_commit"} <= set(meta)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    """Atomic writes go through a private temporary file; the result must not stay private."""
+    path = tmp_path / "out.json"
+    save_json(path, {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
