@@ -624,12 +624,27 @@ def _run(args: tuple[Config, int]) -> dict:
 
 
 def run_many(jobs: list[tuple[Config, int]], workers: int, desc: str = "runs") -> list[dict]:
-    """Run `train_dyna_agent` for each (config, seed), in `workers` processes of one thread."""
+    """Run `train_dyna_agent` for each (config, seed), in `workers` processes of one thread.
+
+    Returns the runs in the order of `jobs`. The costliest runs (most updates per real step)
+    start first, so that the cheap ones fill the gaps at the end instead of one long run finishing
+    alone.
+    """
     if workers == 1 or len(jobs) == 1:
         return [_run(job) for job in progress(jobs, desc=desc, unit="run")]
+    costliest_first = sorted(
+        range(len(jobs)), key=lambda i: -(jobs[i][0].real_updates + jobs[i][0].planning_steps)
+    )
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        return list(progress(pool.imap(_run, jobs), total=len(jobs), desc=desc, unit="run"))
+        ordered = pool.imap(_run, [jobs[i] for i in costliest_first])
+        finished = list(progress(ordered, total=len(jobs), desc=desc, unit="run"))
+        pool.close()  # a clean shutdown; leaving it to `with` (terminate) can make
+        pool.join()  # multiprocessing warn about a leaked semaphore at exit
+    runs: list[dict] = [{}] * len(jobs)
+    for i, run in zip(costliest_first, finished, strict=True):
+        runs[i] = run
+    return runs
 
 
 def aggregate(runs: list[dict]) -> dict:

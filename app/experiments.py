@@ -299,8 +299,12 @@ def run_local(jobs: list[Job], workers: int) -> Iterator[tuple[Job, dict]]:
     try:
         for record in pool.imap_unordered(run_job, jobs):
             yield by_key[record["key"]], record
-    finally:  # also on Ctrl-C: stop the workers and wait for them, leaving nothing behind
+    except BaseException:  # Ctrl-C, or the caller stopped early: stop the workers now
         pool.terminate()
+        raise
+    else:
+        pool.close()  # all done: a clean shutdown (no leaked-semaphore warning at exit)
+    finally:
         pool.join()
 
 

@@ -249,3 +249,11 @@ def test_aggregate_median_ignores_nothing() -> None:
     summary = agent.aggregate(runs)
     assert summary["median_steps"] == 3_000  # an unsolved run counts as slower than any solve
     assert summary["worst_steps"] is None and summary["solved"] == "2/3"
+
+
+def test_run_many_returns_runs_in_job_order() -> None:
+    """The costliest runs start first, but each run comes back in its job's place."""
+    tiny = tiny_run(min_steps=200, max_steps=200, learning_starts=100, eval_interval=200)
+    jobs = [(replace(tiny, planning_steps=0), 5), (replace(tiny, planning_steps=1), 6)]
+    runs = agent.run_many(jobs, workers=2)
+    assert [(run["planning_steps"], run["seed"]) for run in runs] == [(0, 5), (1, 6)]
