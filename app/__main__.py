@@ -102,7 +102,7 @@ def main(cfg: Config) -> dict:
     print(f"\n== Done in {time.perf_counter() - started:.0f} s. Written:")
     for line in lines:
         print(f"  {line}")
-    print("Next, phase 6's experiments (about 15 min): uv run python -m app.experiments")
+    print("Next, phase 6's experiments (about 10 min): uv run python -m app.experiments")
     return {"lines": lines}
 
 

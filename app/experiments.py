@@ -1,7 +1,7 @@
 """Phase 6: experiments with the Dyna agent: how much to imagine, how far to trust a dream, and
 what a learner does with a bad model.
 
-    uv run python -m app.experiments                          # every study, about 15 min on 2 cores
+    uv run python -m app.experiments                          # every study, about 10 min on 2 cores
     uv run python -m app.experiments --studies k_sweep --seeds 0 1 2 3 4
     uv run --group ray python -m app.experiments --backend ray --address auto   # on a Ray cluster
 
