@@ -496,8 +496,7 @@ def main(cfg: Config) -> dict:
         figures = {name: dyna.aggregate(runs) for name, runs in arms.items()}
         if study == "rollout_length":
             for name, runs in arms.items():
-                wrong = np.concatenate([_curve([run], "wrong")[1][0] for run in runs])
-                figures[name]["wrong_share"] = float(np.nanmean(wrong))
+                figures[name]["wrong_share"] = float(np.nanmean(_curve(runs, "wrong")[1]))
         if study == "exploitation":
             for name, runs in arms.items():
                 final = [run["probes"][-1]["imagined_return"] for run in runs]

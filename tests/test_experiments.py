@@ -40,17 +40,13 @@ def _restore_threads():
 
 
 def tiny_agent(cfg: experiments.Config) -> dyna.Config:
-    return dyna.Config(
+    return tiny_run(
         min_steps=cfg.steps,
         max_steps=cfg.steps,
         steps_after_solve=0,
         learning_starts=100,
         eval_interval=100,
-        eval_episodes=2,
-        hidden_size=16,
         model_hidden_size=16,
-        model_initial_epochs=2,
-        model_train_interval=100,
         model_sample=256,
         workers=1,
     )
