@@ -93,7 +93,10 @@ class Config:
     """Double DQN targets: the online network picks the next action, the target network values it
     (curbs the overestimation that makes a DQN drift away from a solved task)"""
     target_update_interval: int = 100
-    """copy the Q-network into the target network every this many updates (real + imagined)"""
+    """update the target network every this many Q-updates (real + imagined)"""
+    tau: float = 1.0
+    """target update weight: target <- (1 - tau) target + tau online; 1 = a hard copy, a small
+    tau with --target-update-interval 1 = Polyak averaging (a slowly moving target)"""
     epsilon_start: float = 1.0
     """exploration at the first step"""
     epsilon_end: float = 0.04
@@ -156,6 +159,7 @@ class Config:
         require(self.steps_after_solve >= 0, "--steps-after-solve must be >= 0")
         require(0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1], got {self.gamma}")
         require_probability(self, "epsilon_start", "epsilon_end")
+        require(0.0 < self.tau <= 1.0, f"--tau must be in (0, 1], got {self.tau}")
         require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
         require(
             not (self.warm_start and self.ensemble_size > 1),
@@ -251,6 +255,7 @@ class DQNAgent:
         self.gamma = cfg.gamma
         self.double_q = cfg.double_q
         self.target_update_interval = cfg.target_update_interval
+        self.tau = cfg.tau
         self.generator = generator
         self.updates = 0
 
@@ -318,8 +323,15 @@ class DQNAgent:
         # ### END SOLUTION
         self.updates += 1
         if self.updates % self.target_update_interval == 0:
-            self.target_network.load_state_dict(self.q_network.state_dict())
+            self.update_target_network()
         return loss.item()
+
+    @torch.no_grad()
+    def update_target_network(self) -> None:
+        """target <- (1 - tau) target + tau online, every parameter in one fused op (tau = 1 copies
+        exactly: lerp computes the weight-1 end point as `end` itself)."""
+        targets = list(self.target_network.parameters())
+        torch._foreach_lerp_(targets, list(self.q_network.parameters()), self.tau)
 
 
 # ----------------------------------------------------------------------------- Dyna
@@ -383,8 +395,9 @@ def _train_on_simulated_data(
     if count == 0:  # every dream was cut at its first step: nothing to learn from
         return 0
     order = torch.randperm(count, generator=agent.generator).to(imagined["action"].device)
-    for chunk in order.chunk(num_updates):
-        agent.train_on_batch({name: values[chunk] for name, values in imagined.items()})
+    shuffled = {name: values[order].chunk(num_updates) for name, values in imagined.items()}
+    for i in range(len(shuffled["action"])):  # chunk gives fewer pieces if count < num_updates
+        agent.train_on_batch({name: pieces[i] for name, pieces in shuffled.items()})
     # ### END SOLUTION
     return count
 
@@ -788,8 +801,9 @@ def main(cfg: Config) -> dict:
         cfg.plot,
         (
             f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
-            f"{cfg.lr:g}, batch {cfg.batch_size}, target copy every {cfg.target_update_interval} "
-            f"updates, epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
+            f"{cfg.lr:g}, batch {cfg.batch_size}, {target_rule(cfg)}, "
+            f"{'Double DQN, ' if cfg.double_q else ''}"
+            f"epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
             f"{cfg.exploration_steps:,} steps, {cfg.learning_starts} random warm-up steps. "
             f"Dyna: world "
             f"model retrained on the agent's own buffer every {cfg.model_train_interval} steps"
@@ -807,6 +821,12 @@ def main(cfg: Config) -> dict:
     print(headline)
     print(f"Wrote {cfg.plot}, {cfg.results} and {cfg.q_checkpoint}")
     return {"arms": summary, "headline": headline}
+
+
+def target_rule(cfg: Config) -> str:
+    if cfg.tau == 1.0:
+        return f"target copy every {cfg.target_update_interval} updates"
+    return f"Polyak target (tau {cfg.tau:g} every {cfg.target_update_interval} updates)"
 
 
 def _fmt_steps(steps: float | None) -> str:

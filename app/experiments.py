@@ -142,7 +142,11 @@ class Job:
 
     def key(self) -> str:
         """Hash of everything that determines the run's numbers."""
-        agent = {k: v for k, v in asdict(self.agent).items() if k not in _NOT_HASHED}
+        agent = {
+            k: v
+            for k, v in asdict(self.agent).items()
+            if k not in _NOT_HASHED and _ADDED_LATER.get(k, object()) != v
+        }
         spec = {"agent": agent, "probe": self.probe, "seed": self.seed, "version": CACHE_VERSION}
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -159,6 +163,9 @@ class Job:
 
 # Output paths and parallelism do not change a run's numbers.
 _NOT_HASHED = {"seeds", "workers", "plot", "results", "q_checkpoint"}
+# Options added to the agent after runs were cached, with the value that reproduces the old
+# behaviour: hashed only when set to something else, so a new option keeps every cached run valid.
+_ADDED_LATER = {"tau": 1.0}
 
 
 def base_agent_config(cfg: Config) -> dyna.Config:

@@ -248,6 +248,7 @@ CASES = [
     Case("cli", "K < 0", AGENT, ("--planning-steps", "-1")),
     Case("cli", "epsilon above 1", COLLECT, ("--epsilon", "1.5")),
     Case("cli", "epsilon below 0", AGENT, ("--epsilon-end", "-0.1")),
+    Case("cli", "Polyak weight 0", AGENT, ("--tau", "0")),
     Case("cli", "unknown device", TRAIN, ("--device", "tpu")),
     Case("cli", "cuda on a machine without it", TRAIN, ("--device", "cuda")),
     Case("cli", "unknown flag", PLAN, ("--horizn", "5")),

@@ -95,7 +95,7 @@ def test_train_on_batch_moves_q_towards_target() -> None:
 
 
 def test_target_network_copied_every_interval() -> None:
-    dqn = make_agent(target_update_interval=3)
+    dqn = make_agent(target_update_interval=3, tau=1.0)
     batch = {
         "state": torch.randn(8, 4),
         "action": torch.randint(2, (8,)),
@@ -114,6 +114,25 @@ def test_target_network_copied_every_interval() -> None:
             )
         )
         assert same == (update % 3 == 0), update
+
+
+def test_polyak_target_moves_a_tau_fraction_of_the_way() -> None:
+    dqn = make_agent(target_update_interval=1, tau=0.25)
+    constant_q(dqn.target_network, [0.0, 0.0])
+    before = [p.clone() for p in dqn.target_network.parameters()]
+    dqn.train_on_batch(
+        {
+            "state": torch.randn(8, 4),
+            "action": torch.randint(2, (8,)),
+            "reward": torch.ones(8),
+            "next_state": torch.randn(8, 4),
+            "terminated": torch.zeros(8, dtype=torch.bool),
+        }
+    )
+    for old, new, online in zip(
+        before, dqn.target_network.parameters(), dqn.q_network.parameters(), strict=True
+    ):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * online)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])

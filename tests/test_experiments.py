@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -136,6 +137,17 @@ def test_changed_agent_setting_is_a_new_run(tiny) -> None:
     assert replace(job, agent=replace(job.agent, lr=1e-3)).key() != job.key()
     assert replace(job, seed=1).key() != job.key()
     assert replace(job, agent=replace(job.agent, workers=4)).key() == job.key()  # no effect
+    assert replace(job, agent=replace(job.agent, tau=0.5)).key() != job.key()
+
+
+def test_an_option_added_later_keeps_cached_runs_valid(tiny) -> None:
+    """`tau` came after runs were cached: at its old-behaviour value it is not in the hash."""
+    job = experiments.plan_jobs(replace(tiny, studies=("k_sweep",), k_values=(1,)))[0]
+    assert job.agent.tau == 1.0
+    old_fields = [f.name for f in dataclasses.fields(dyna.Config) if f.name != "tau"]
+    OldConfig = dataclasses.make_dataclass("OldConfig", old_fields)  # the config before `tau`
+    old_agent = OldConfig(**{name: getattr(job.agent, name) for name in old_fields})
+    assert job.key() == replace(job, agent=old_agent).key()
 
 
 def test_corrupt_cached_run_is_recomputed(tiny, monkeypatch, capsys) -> None:
