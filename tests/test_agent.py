@@ -34,6 +34,17 @@ def constant_q(network: torch.nn.Sequential, values: list[float]) -> None:
         last.bias.copy_(torch.tensor(values))
 
 
+def random_batch(n: int, terminated: bool) -> dict[str, torch.Tensor]:
+    """n transitions with random states and actions, reward 1, all ending or none."""
+    return {
+        "state": torch.randn(n, 4),
+        "action": torch.randint(2, (n,)),
+        "reward": torch.ones(n),
+        "next_state": torch.randn(n, 4),
+        "terminated": torch.full((n,), terminated),
+    }
+
+
 def test_td_target_terminated_vs_truncated() -> None:
     dqn = make_agent()
     constant_q(dqn.target_network, [1.0, 2.0])  # max_a' Q_target(s', a') = 2
@@ -80,13 +91,7 @@ def test_double_q_lets_the_online_network_pick(double_q: bool, expected: float) 
 
 def test_train_on_batch_moves_q_towards_target() -> None:
     dqn = make_agent(lr=1e-2, target_update_interval=10_000)
-    batch = {
-        "state": torch.randn(32, 4),
-        "action": torch.randint(2, (32,)),
-        "reward": torch.ones(32),
-        "next_state": torch.randn(32, 4),
-        "terminated": torch.ones(32, dtype=torch.bool),
-    }  # target is exactly the reward, 1
+    batch = random_batch(32, terminated=True)  # target is exactly the reward, 1
     for _ in range(200):
         dqn.train_on_batch(batch)
     q_taken = dqn.q_network(batch["state"]).gather(1, batch["action"][:, None]).squeeze(1)
@@ -96,13 +101,7 @@ def test_train_on_batch_moves_q_towards_target() -> None:
 
 def test_target_network_copied_every_interval() -> None:
     dqn = make_agent(target_update_interval=3, tau=1.0)
-    batch = {
-        "state": torch.randn(8, 4),
-        "action": torch.randint(2, (8,)),
-        "reward": torch.ones(8),
-        "next_state": torch.randn(8, 4),
-        "terminated": torch.zeros(8, dtype=torch.bool),
-    }
+    batch = random_batch(8, terminated=False)
     for update in range(1, 7):
         dqn.train_on_batch(batch)
         same = all(
@@ -120,15 +119,7 @@ def test_polyak_target_moves_a_tau_fraction_of_the_way() -> None:
     dqn = make_agent(target_update_interval=1, tau=0.25)
     constant_q(dqn.target_network, [0.0, 0.0])
     before = [p.clone() for p in dqn.target_network.parameters()]
-    dqn.train_on_batch(
-        {
-            "state": torch.randn(8, 4),
-            "action": torch.randint(2, (8,)),
-            "reward": torch.ones(8),
-            "next_state": torch.randn(8, 4),
-            "terminated": torch.zeros(8, dtype=torch.bool),
-        }
-    )
+    dqn.train_on_batch(random_batch(8, terminated=False))
     for old, new, online in zip(
         before, dqn.target_network.parameters(), dqn.q_network.parameters(), strict=True
     ):
