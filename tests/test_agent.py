@@ -267,3 +267,24 @@ def test_run_many_returns_runs_in_job_order() -> None:
     jobs = [(replace(tiny, planning_steps=0), 5), (replace(tiny, planning_steps=1), 6)]
     runs = agent.run_many(jobs, workers=2)
     assert [(run["planning_steps"], run["seed"]) for run in runs] == [(0, 5), (1, 6)]
+
+
+def test_run_many_in_process_uses_one_thread_like_the_workers(monkeypatch) -> None:
+    """A run's numbers depend on torch's thread count (the order of the sums in a matrix product),
+    so runs made in this process use one thread, as the worker processes do; the caller's thread
+    count comes back afterwards."""
+    seen = []
+
+    def fake_run(cfg, seed):
+        seen.append(torch.get_num_threads())
+        return {"seed": seed}
+
+    monkeypatch.setattr(agent, "train_dyna_agent", fake_run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        agent.run_many([(tiny_run(), 0), (tiny_run(), 1)], workers=1)
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
