@@ -64,18 +64,30 @@ def test_checkpoint_with_nan_weights_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path, "world_model", "uv run python -m app.train_model")
 
 
-def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
-    assert (
-        run_module("app.data_collection", "--num-transitions", "800", cwd=tmp_path).returncode == 0
-    )
+def start_interruptible(module_and_args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m ...` in the background, with Ctrl-C (SIGINT) at its default action.
+
+    A shell starts background jobs with SIGINT ignored and children inherit that, so without the
+    reset these tests would fail whenever the suite itself runs in the background (`... &`).
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.train_model", "--epochs", "100000", "--hidden-size", "16"],
-        cwd=tmp_path,
+    return subprocess.Popen(
+        [sys.executable, "-m", *module_and_args],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
+    assert (
+        run_module("app.data_collection", "--num-transitions", "800", cwd=tmp_path).returncode == 0
+    )
+    process = start_interruptible(
+        ["app.train_model", "--epochs", "100000", "--hidden-size", "16"], tmp_path
     )
     assert process.stdout.readline().startswith("Training on")  # past the imports and the data
     time.sleep(5)  # the first epoch (lazy imports inside), then many tiny ones
@@ -90,15 +102,7 @@ def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
 
 def test_ctrl_c_while_starting_up_is_quiet(tmp_path: Path) -> None:
     """The imports take seconds; a Ctrl-C among them ends like any other: one line, exit 130."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.train_model"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_interruptible(["app.train_model"], tmp_path)
     time.sleep(0.5)  # well inside `import torch`
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
