@@ -823,9 +823,9 @@ def main(cfg: Config) -> dict:
         meta=run_metadata(cfg),
     )
     print(format_table(summary))
-    cores = os.cpu_count() or 1
-    if min(cfg.workers, len(jobs)) > cores:
-        print(f"(wall s: {min(cfg.workers, len(jobs))} runs at a time shared {cores} CPU cores)")
+    at_once, cores = min(cfg.workers, len(jobs)), os.cpu_count() or 1
+    if at_once > cores:
+        print(f"(wall s: {at_once} runs at a time shared {cores} CPU cores)")
     dqn, dyna = summary.values()
     headline = (
         f"median steps to solve: DQN {_fmt_steps(dqn['median_steps'])}, Dyna "
