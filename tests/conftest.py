@@ -1,8 +1,9 @@
-"""Shared fixtures: tiny data sets, and a helper that runs a `python -m app.*` command."""
+"""Shared fixtures: tiny data sets, and helpers that run `python -m app.*` commands."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +20,38 @@ from app.storage import Transitions
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _module_env() -> dict[str, str]:
+    """This environment with the repo importable and one torch thread per child process."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
 def run_module(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m <args>` in `cwd` (a scratch folder) with the repo importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
-        env=env,
+        env=_module_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def start_interruptible(module_and_args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m ...` in the background, with Ctrl-C (SIGINT) at its default action.
+
+    A shell starts background jobs with SIGINT ignored and children inherit that, so without the
+    reset these tests would fail whenever the suite itself runs in the background (`... &`).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", *module_and_args],
+        cwd=cwd,
+        env=_module_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -23,7 +23,13 @@ from app.storage import (
     save_json,
     save_transitions,
 )
-from tests.conftest import REPO, assert_one_line_error, run_in_process, run_module
+from tests.conftest import (
+    REPO,
+    assert_one_line_error,
+    run_in_process,
+    run_module,
+    start_interruptible,
+)
 
 KILL_ROUNDS = int(os.environ.get("KILL_ROUNDS", "200"))
 
@@ -62,24 +68,6 @@ def test_checkpoint_with_nan_weights_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="NaN or inf"):
         load_checkpoint(path, "world_model", "uv run python -m app.train_model")
-
-
-def start_interruptible(module_and_args: list[str], cwd: Path) -> subprocess.Popen:
-    """`python -m ...` in the background, with Ctrl-C (SIGINT) at its default action.
-
-    A shell starts background jobs with SIGINT ignored and children inherit that, so without the
-    reset these tests would fail whenever the suite itself runs in the background (`... &`).
-    """
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", *module_and_args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
 
 
 def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
