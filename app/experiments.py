@@ -63,7 +63,7 @@ from app.storage import atomic_path, run_metadata, save_json
 
 STUDIES = ("k_sweep", "rollout_length", "exploitation")
 BACKENDS = ("local", "ray")
-CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
+CACHE_VERSION = 2  # bump when a change to the code changes what a cached run would contain
 RAY_HINT = "uv sync --group ray, then run with `uv run --group ray python -m app.experiments`"
 
 

@@ -99,6 +99,21 @@ def test_train_on_batch_moves_q_towards_target() -> None:
     assert dqn.updates == 200
 
 
+def test_train_on_batch_loss_is_the_squared_td_error() -> None:
+    dqn = make_agent()
+    constant_q(dqn.q_network, [1.0, 2.0])
+    batch = {  # both end, so the targets are the rewards: TD errors 10 and 0
+        "state": torch.zeros(2, 4),
+        "action": torch.tensor([0, 1]),
+        "reward": torch.tensor([11.0, 2.0]),
+        "next_state": torch.zeros(2, 4),
+        "terminated": torch.tensor([True, True]),
+    }
+    # (10^2 + 0^2) / 2; a Huber loss would give (10 - 0.5) / 2 = 4.75, letting the large error of
+    # a terminal transition pull no harder than an error of 1
+    assert dqn.train_on_batch(batch) == pytest.approx(50.0)
+
+
 def test_target_network_copied_every_interval() -> None:
     dqn = make_agent(target_update_interval=3, tau=1.0)
     batch = random_batch(8, terminated=False)
