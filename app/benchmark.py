@@ -51,6 +51,8 @@ class Config:
     """which arms to run (dqn, dqn_matched, dyna, sb3_zoo)"""
     max_steps: int = 50_000
     """cap on real steps per run"""
+    q_loss: str = "huber"
+    """TD loss of the three DQN arms (huber or mse, as app.agent's --q-loss; SB3 keeps its own)"""
     workers: int = 2
     """parallel processes, one thread each"""
     output_dir: Path = RESULTS_DIR
@@ -60,6 +62,7 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "max_steps", "workers")
+        arm_config("dyna", self.max_steps, self.q_loss)  # app.agent's Config checks --q-loss
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         unknown = set(self.arms) - set(ARMS)
         require(not unknown, f"unknown --arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
@@ -71,8 +74,10 @@ class Config:
             )
 
 
-def arm_config(arm: str, max_steps: int) -> agent.Config:
-    base = replace(agent.Config(), max_steps=max_steps, min_steps=min(10_000, max_steps))
+def arm_config(arm: str, max_steps: int, q_loss: str = "huber") -> agent.Config:
+    base = replace(
+        agent.Config(), max_steps=max_steps, min_steps=min(10_000, max_steps), q_loss=q_loss
+    )
     if arm == "dqn":
         return replace(base, planning_steps=0)
     if arm == "dqn_matched":
@@ -124,19 +129,18 @@ def run_sb3_zoo(seed: int, base: agent.Config) -> dict:
     )
 
 
-def _run(job: tuple[str, int, int]) -> tuple[str, dict]:
-    arm, seed, max_steps = job
+def _run(job: tuple[str, int, int, str]) -> tuple[str, dict]:
+    arm, seed, max_steps, q_loss = job
     torch.set_num_threads(1)
-    if arm == "sb3_zoo":
-        result = run_sb3_zoo(seed, arm_config(arm, max_steps))
-    else:
-        result = agent.train_dyna_agent(arm_config(arm, max_steps), seed)
+    config = arm_config(arm, max_steps, q_loss)
+    sb3 = arm == "sb3_zoo"
+    result = run_sb3_zoo(seed, config) if sb3 else agent.train_dyna_agent(config, seed)
     result.pop("q_weights", None)
     return arm, result
 
 
 def main(cfg: Config) -> dict:
-    jobs = [(arm, seed, cfg.max_steps) for arm in cfg.arms for seed in cfg.seeds]
+    jobs = [(arm, seed, cfg.max_steps, cfg.q_loss) for arm in cfg.arms for seed in cfg.seeds]
     # Longest jobs first keeps both workers busy to the end.
     order = {"dyna": 0, "dqn_matched": 1, "sb3_zoo": 2, "dqn": 3}
     jobs.sort(key=lambda job: order[job[0]])
@@ -164,7 +168,7 @@ def main(cfg: Config) -> dict:
             "arms": summary,
             "runs": runs,
             "arm_configs": {
-                arm: run_metadata(arm_config(arm, cfg.max_steps))["config"]
+                arm: run_metadata(arm_config(arm, cfg.max_steps, cfg.q_loss))["config"]
                 for arm in cfg.arms
                 if arm != "sb3_zoo"
             },
@@ -179,7 +183,8 @@ def main(cfg: Config) -> dict:
         runs,
         stem.with_suffix(".png"),
         f"Seeds {', '.join(map(str, cfg.seeds))}; every arm measured with the "
-        "same evaluation (10 greedy episodes every 500 real steps).",
+        "same evaluation (10 greedy episodes every 500 real steps); "
+        f"{cfg.q_loss} TD loss in the three DQN arms.",
         meta=run_metadata(cfg),
     )
     print(table)

@@ -63,7 +63,7 @@ from app.storage import atomic_path, run_metadata, save_json
 
 STUDIES = ("k_sweep", "rollout_length", "exploitation")
 BACKENDS = ("local", "ray")
-CACHE_VERSION = 2  # bump when a change to the code changes what a cached run would contain
+CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
 RAY_HINT = "uv sync --group ray, then run with `uv run --group ray python -m app.experiments`"
 
 
@@ -165,7 +165,7 @@ class Job:
 _NOT_HASHED = {"seeds", "workers", "plot", "results", "q_checkpoint"}
 # Options added to the agent after runs were cached, with the value that reproduces the old
 # behaviour: hashed only when set to something else, so a new option keeps every cached run valid.
-_ADDED_LATER = {"tau": 1.0}
+_ADDED_LATER = {"tau": 1.0, "q_loss": "huber"}
 
 
 def base_agent_config(cfg: Config) -> dyna.Config:

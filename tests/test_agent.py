@@ -99,8 +99,9 @@ def test_train_on_batch_moves_q_towards_target() -> None:
     assert dqn.updates == 200
 
 
-def test_train_on_batch_loss_is_the_squared_td_error() -> None:
-    dqn = make_agent()
+@pytest.mark.parametrize(("q_loss", "expected"), [("mse", 50.0), ("huber", 4.75)])
+def test_train_on_batch_loss_by_hand(q_loss: str, expected: float) -> None:
+    dqn = make_agent(q_loss=q_loss)
     constant_q(dqn.q_network, [1.0, 2.0])
     batch = {  # both end, so the targets are the rewards: TD errors 10 and 0
         "state": torch.zeros(2, 4),
@@ -109,9 +110,9 @@ def test_train_on_batch_loss_is_the_squared_td_error() -> None:
         "next_state": torch.zeros(2, 4),
         "terminated": torch.tensor([True, True]),
     }
-    # (10^2 + 0^2) / 2; a Huber loss would give (10 - 0.5) / 2 = 4.75, letting the large error of
-    # a terminal transition pull no harder than an error of 1
-    assert dqn.train_on_batch(batch) == pytest.approx(50.0)
+    # mse: (10^2 + 0^2) / 2. huber: (10 - 0.5 + 0) / 2, linear past an error of 1, so the large
+    # error of a terminal transition pulls no harder than an error of 1 would
+    assert dqn.train_on_batch(batch) == pytest.approx(expected)
 
 
 def test_target_network_copied_every_interval() -> None:

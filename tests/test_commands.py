@@ -206,6 +206,8 @@ def test_checkpoint_truncated_and_not_overwritten(pipeline: Path, tmp_path: Path
         ("app.agent", ["--epsilon-end", "2"], "--epsilon-end must be in [0, 1]"),
         ("app.agent", ["--seeds"], "expected at least one argument"),
         ("app.benchmark", ["--arms", "ppo"], "unknown --arms"),
+        ("app.agent", ["--q-loss", "l1"], "--q-loss must be huber or mse"),
+        ("app.benchmark", ["--q-loss", "l1"], "--q-loss must be huber or mse"),
     ],
 )
 def test_nonsense_flags(
