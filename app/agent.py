@@ -265,7 +265,7 @@ class DQNAgent:
         self.double_q = cfg.double_q
         self.target_update_interval = cfg.target_update_interval
         self.tau = cfg.tau
-        self.q_loss = cfg.q_loss
+        self.td_loss = Q_LOSSES[cfg.q_loss]  # (prediction, target) -> scalar
         self.generator = generator
         self.updates = 0
 
@@ -321,13 +321,13 @@ class DQNAgent:
         """One Q-learning step on a batch of B transitions (real or imagined); returns the loss."""
         # TODO(phase 5): regress Q(s, a) of the taken actions onto the TD target; one Adam step.
         # HINT: q_values.gather(1, action[:, None]).squeeze(1) picks Q(s, a) per row.
-        # HINT: Q_LOSSES[self.q_loss] is the loss: F.smooth_l1_loss (Huber, less jumpy when targets
-        #       move) or F.mse_loss (a large error pulls harder: rare failures are not outvoted).
+        # HINT: self.td_loss is the loss: F.smooth_l1_loss (Huber, less jumpy when targets move) or
+        #       F.mse_loss (a large error pulls harder: rare failures are not outvoted).
         # ### BEGIN SOLUTION (phase 5: DQNAgent.train_on_batch)
         target = self.td_target(batch)  # (B,)
         q_values = self.q_network(batch["state"])  # (B, A)
         q_taken = q_values.gather(1, batch["action"][:, None]).squeeze(1)  # (B,)
-        loss = Q_LOSSES[self.q_loss](q_taken, target)
+        loss = self.td_loss(q_taken, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -62,7 +62,7 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "max_steps", "workers")
-        arm_config("dyna", self.max_steps, self.q_loss)  # app.agent's Config checks --q-loss
+        arm_config("dyna", self)  # app.agent's Config checks --q-loss
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         unknown = set(self.arms) - set(ARMS)
         require(not unknown, f"unknown --arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
@@ -74,9 +74,13 @@ class Config:
             )
 
 
-def arm_config(arm: str, max_steps: int, q_loss: str = "huber") -> agent.Config:
+def arm_config(arm: str, cfg: Config) -> agent.Config:
+    """app.agent's settings for one arm of this benchmark."""
     base = replace(
-        agent.Config(), max_steps=max_steps, min_steps=min(10_000, max_steps), q_loss=q_loss
+        agent.Config(),
+        max_steps=cfg.max_steps,
+        min_steps=min(10_000, cfg.max_steps),
+        q_loss=cfg.q_loss,
     )
     if arm == "dqn":
         return replace(base, planning_steps=0)
@@ -129,10 +133,10 @@ def run_sb3_zoo(seed: int, base: agent.Config) -> dict:
     )
 
 
-def _run(job: tuple[str, int, int, str]) -> tuple[str, dict]:
-    arm, seed, max_steps, q_loss = job
+def _run(job: tuple[str, int, Config]) -> tuple[str, dict]:
+    arm, seed, cfg = job
     torch.set_num_threads(1)
-    config = arm_config(arm, max_steps, q_loss)
+    config = arm_config(arm, cfg)
     sb3 = arm == "sb3_zoo"
     result = run_sb3_zoo(seed, config) if sb3 else agent.train_dyna_agent(config, seed)
     result.pop("q_weights", None)
@@ -140,7 +144,7 @@ def _run(job: tuple[str, int, int, str]) -> tuple[str, dict]:
 
 
 def main(cfg: Config) -> dict:
-    jobs = [(arm, seed, cfg.max_steps, cfg.q_loss) for arm in cfg.arms for seed in cfg.seeds]
+    jobs = [(arm, seed, cfg) for arm in cfg.arms for seed in cfg.seeds]
     # Longest jobs first keeps both workers busy to the end.
     order = {"dyna": 0, "dqn_matched": 1, "sb3_zoo": 2, "dqn": 3}
     jobs.sort(key=lambda job: order[job[0]])
@@ -168,7 +172,7 @@ def main(cfg: Config) -> dict:
             "arms": summary,
             "runs": runs,
             "arm_configs": {
-                arm: run_metadata(arm_config(arm, cfg.max_steps, cfg.q_loss))["config"]
+                arm: run_metadata(arm_config(arm, cfg))["config"]
                 for arm in cfg.arms
                 if arm != "sb3_zoo"
             },
