@@ -13,7 +13,10 @@ epsilon_greedy` can use it).
 
 One code path: each real step feeds the replay buffer and one Q-learning update; with K > 0 the
 agent also rolls the world model out for `rollout_length` steps from real start states and does K
-more updates on those imagined transitions. K = 0 is plain DQN.
+more updates on those imagined transitions. K = 0 is plain DQN. With a model the agent also
+screens its learner (`screen_policy`): it acts, and is evaluated, with a copy of the Q-network that
+takes the learner's weights only when the model's imagined episodes with them last at least as
+long, so a collapse of the learner between two checks does not reach the real environment.
 
 How runs are measured (the same in the plot, the table and app.benchmark): every 500 real steps,
 10 greedy episodes on seeded evaluation environments (their steps are not counted). "Solved" is the
@@ -25,6 +28,7 @@ measured up to the solve.
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import os
@@ -97,10 +101,22 @@ class Config:
     (curbs the overestimation that makes a DQN drift away from a solved task)"""
     target_update_interval: int = 100
     """update the target network every this many Q-updates (real + imagined)"""
-    q_loss: str = "huber"
-    """loss on the TD error: huber (the DQN habit) grows only linearly past an error of 1; with mse
-    a rare terminal transition's large error pulls harder, which steadied both DQN arms in the
-    benchmark but helped the model-free control more (docs/results.md, fifth round)"""
+    q_loss: str = "mse"
+    """loss on the TD error: mse lets a rare terminal transition's large error pull hard; huber (the
+    DQN habit) grows only linearly past an error of 1, so the few transitions where the pole falls
+    are outvoted and the agent forgets how it fails (docs/results.md, fifth round)"""
+    terminal_samples: int = 16
+    """of each real batch, this many transitions are drawn from the real terminations, so failures
+    stay in view once the agent rarely fails (0 = uniform batches)"""
+    screen_interval: int = 100
+    """Dyna only: every this many real steps the world model screens the learner. The agent acts
+    and is evaluated with an acting copy of the Q-network, which takes the learner's weights only
+    if the learner's greedy episodes, imagined from real episode starts, last at least as long as
+    its own (0 = no screen: act with the learner itself)"""
+    screen_horizon: int = 500
+    """imagined steps per screening episode (CartPole's own time limit)"""
+    screen_starts: int = 64
+    """real episode-start states per screen"""
     tau: float = 1.0
     """target update weight: target <- (1 - tau) target + tau online; 1 = a hard copy, a small
     tau with --target-update-interval 1 = Polyak averaging (a slowly moving target)"""
@@ -156,6 +172,7 @@ class Config:
             "target_update_interval", "exploration_steps", "model_train_interval", "model_sample",
             "model_initial_epochs", "model_hidden_size", "eval_interval", "eval_episodes",
             "min_steps", "max_steps", "workers", "ensemble_size", "max_disagreement",
+            "screen_horizon", "screen_starts",
         )  # fmt: skip
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         require(
@@ -168,6 +185,11 @@ class Config:
         require(0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1], got {self.gamma}")
         require_probability(self, "epsilon_start", "epsilon_end")
         require(self.q_loss in Q_LOSSES, f"--q-loss must be huber or mse, got {self.q_loss!r}")
+        require(
+            0 <= self.terminal_samples <= self.batch_size,
+            f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}",
+        )
+        require(self.screen_interval >= 0, "--screen-interval must be >= 0 (0 = no screen)")
         require(0.0 < self.tau <= 1.0, f"--tau must be in (0, 1], got {self.tau}")
         require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
         require(
@@ -201,10 +223,22 @@ class ReplayBuffer:
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """B uniformly drawn transitions: the fields `train_on_batch` reads."""
+    def sample(self, batch_size: int, generator: torch.Generator, terminal: int = 0) -> Batch:
+        """B transitions, the fields `train_on_batch` reads: uniformly drawn, except that the first
+        `terminal` rows are drawn from the terminated transitions when there are any."""
         rows = torch.randint(self.size, (batch_size,), generator=generator).to(self.state.device)
+        if terminal > 0:
+            ends = torch.nonzero(self.terminated[: self.size]).squeeze(1)
+            if len(ends) > 0:
+                rows[:terminal] = ends[torch.randint(len(ends), (terminal,), generator=generator)]
         return {name: values[rows] for name, values in self.as_batch().items()}
+
+    def episode_starts(self) -> torch.Tensor:
+        """(N,) rows whose state is the first of an episode (a reset state)."""
+        episode = self.episode[: self.size]
+        first = torch.ones_like(episode, dtype=torch.bool)
+        first[1:] = episode[1:] != episode[:-1]
+        return torch.nonzero(first).squeeze(1)
 
     def as_batch(self) -> Batch:
         """Every stored transition (views, no copy)."""
@@ -268,20 +302,29 @@ class DQNAgent:
         self.td_loss = Q_LOSSES[cfg.q_loss]  # (prediction, target) -> scalar
         self.generator = generator
         self.updates = 0
+        # The network that acts in the real environment and is evaluated: the learner itself, or
+        # with a model screen (Dyna only) a copy that takes the learner's weights when the model
+        # vouches for them (`screen_policy`).
+        screened = cfg.screen_interval > 0 and cfg.planning_steps > 0
+        self.acting_network = copy.deepcopy(self.q_network) if screened else self.q_network
 
     @torch.no_grad()
-    def select_action(self, states: torch.Tensor, epsilon: float) -> torch.Tensor:
+    def select_action(
+        self, states: torch.Tensor, epsilon: float, network: nn.Module | None = None
+    ) -> torch.Tensor:
         """Epsilon-greedy: (B, S) states -> (B,) actions, each random with probability epsilon.
 
         A random action is uniform over all A actions (so the greedy one is picked with probability
-        1 - epsilon + epsilon / A).
+        1 - epsilon + epsilon / A). Greedy with respect to `network`, the learner by default.
         """
         # TODO(phase 5): greedy actions from the Q-network, each replaced by a uniformly random
         # action with probability epsilon.
-        # HINT: argmax over dim 1 of self.q_network(states); draw the coins and the random actions
-        #       with generator=self.generator so a seed fixes them; torch.where picks per row.
+        # HINT: argmax over dim 1 of the Q-values of `network` (None: self.q_network); draw the
+        #       coins and the random actions with generator=self.generator so a seed fixes them;
+        #       torch.where picks per row.
         # ### BEGIN SOLUTION (phase 5: DQNAgent.select_action)
-        greedy = self.q_network(states).argmax(dim=1)  # (B,)
+        q_values = (self.q_network if network is None else network)(states)  # (B, A)
+        greedy = q_values.argmax(dim=1)  # (B,)
         B = len(states)
         explore = torch.rand(B, generator=self.generator) < epsilon
         random_actions = torch.randint(NUM_ACTIONS, (B,), generator=self.generator)
@@ -413,6 +456,36 @@ def _train_on_simulated_data(
     return count
 
 
+@torch.no_grad()
+def screen_policy(
+    agent: DQNAgent,
+    model: WorldModel | WorldModelEnsemble,
+    buffer: ReplayBuffer,
+    horizon: int,
+    num_starts: int,
+) -> bool:
+    """Let the acting network take the learner's weights only if the model vouches for them.
+
+    Imagines greedy episodes of up to `horizon` steps with both networks from the same real
+    episode-start states; the learner is accepted when its imagined episodes last at least as long
+    on average. A DQN's greedy policy can collapse between two evaluations and recover later; the
+    screen keeps the agent on the last policy the model rated best meanwhile (the learner keeps
+    learning). Returns whether the learner was accepted.
+    """
+    starts = buffer.episode_starts()
+    rows = starts[torch.randint(len(starts), (num_starts,), generator=agent.generator)]
+    states = buffer.state[rows]
+
+    def imagined_length(network: nn.Module) -> float:
+        greedy = lambda s: network(s).argmax(dim=1)  # noqa: E731
+        return imagine_rollout(model, states, greedy, horizon).valid.sum(dim=1).float().mean()
+
+    accepted = bool(imagined_length(agent.q_network) >= imagined_length(agent.acting_network))
+    if accepted:
+        agent.acting_network.load_state_dict(agent.q_network.state_dict())
+    return accepted
+
+
 def eval_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
     """Reset seeds of the `evaluation`-th evaluation of run `seed`: the same for every arm."""
     return [10_000 * (seed + 1) + 100 * evaluation + i for i in range(episodes)]
@@ -508,6 +581,7 @@ def train_dyna_agent(
     episode = 0
     eval_steps, eval_returns, probes = [], [], []
     solved_at, wall_to_solve, imagined_total = None, None, 0
+    screens, accepted = 0, 0
     started = time.perf_counter()
     bar = progress(
         total=cfg.max_steps,
@@ -523,9 +597,8 @@ def train_dyna_agent(
         if step < cfg.learning_starts:
             action = int(env.action_space.sample())
         else:
-            action = int(
-                agent.select_action(torch.as_tensor(state, device=device)[None], epsilon).item()
-            )
+            state_t = torch.as_tensor(state, device=device)[None]
+            action = int(agent.select_action(state_t, epsilon, agent.acting_network).item())
         next_state, reward, terminated, truncated, _ = env.step(action)
         buffer.add(state, action, reward, next_state, terminated, truncated, episode)
         step += 1
@@ -547,7 +620,8 @@ def train_dyna_agent(
         if step >= cfg.learning_starts:
             # -- learn from real experience
             for _ in range(cfg.real_updates):
-                agent.train_on_batch(buffer.sample(cfg.batch_size, generator))
+                batch = buffer.sample(cfg.batch_size, generator, cfg.terminal_samples)
+                agent.train_on_batch(batch)
             # -- keep the world model up to date with the agent's own data
             refit_due = (step - cfg.learning_starts) % cfg.model_train_interval == 0
             if model is not None and refit_due and (cfg.refit_model or not model_ready):
@@ -572,11 +646,17 @@ def train_dyna_agent(
                     epsilon,
                     cfg.max_disagreement,
                 )
+                screened = agent.acting_network is not agent.q_network  # a copy: Dyna, screen on
+                if screened and (step - cfg.learning_starts + 1) % cfg.screen_interval == 0:
+                    screens += 1
+                    accepted += screen_policy(
+                        agent, model, buffer, cfg.screen_horizon, cfg.screen_starts
+                    )
         # ### END SOLUTION
 
         if step % cfg.eval_interval == 0:
             seeds = eval_seeds(seed, len(eval_steps), cfg.eval_episodes)
-            score = evaluate_policy(agent.q_network, seeds, device)
+            score = evaluate_policy(agent.acting_network, seeds, device)
             eval_steps.append(step)
             eval_returns.append(score)
             if probe is not None:
@@ -598,8 +678,9 @@ def train_dyna_agent(
         time.perf_counter() - started,
         agent.updates,
         imagined_total,
-        agent.q_network.state_dict(),
+        agent.acting_network.state_dict(),  # the evaluated network
     )
+    run["screens"], run["screens_accepted"] = screens, accepted
     if probe is not None:
         run["probes"] = probes
     return run
@@ -819,14 +900,16 @@ def main(cfg: Config) -> dict:
         cfg.plot,
         (
             f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
-            f"{cfg.lr:g}, batch {cfg.batch_size}, {cfg.q_loss} loss, {target_rule(cfg)}, "
+            f"{cfg.lr:g}, batch {cfg.batch_size} ({cfg.terminal_samples} of them real "
+            f"terminations), {cfg.q_loss} loss, {target_rule(cfg)}, "
             f"{'Double DQN, ' if cfg.double_q else ''}"
             f"epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
             f"{cfg.exploration_steps:,} steps, {cfg.learning_starts} random warm-up steps. "
             f"Dyna: world "
             f"model retrained on the agent's own buffer every {cfg.model_train_interval} steps"
             f"{' (warm-started)' if cfg.warm_start else ''}, K={dyna_k} imagined updates per real "
-            f"step from {cfg.rollout_length}-step rollouts."
+            f"step from {cfg.rollout_length}-step rollouts"
+            f"{screen_rule(cfg)}."
         ),
         meta=run_metadata(cfg),
     )
@@ -848,6 +931,16 @@ def target_rule(cfg: Config) -> str:
     if cfg.tau == 1.0:
         return f"target copy every {cfg.target_update_interval} updates"
     return f"Polyak target (tau {cfg.tau:g} every {cfg.target_update_interval} updates)"
+
+
+def screen_rule(cfg: Config) -> str:
+    if cfg.screen_interval == 0:
+        return ""
+    return (
+        f"; it acts with a copy of its Q-network that takes the learner's weights only when the "
+        f"model's imagined episodes ({cfg.screen_horizon} steps) last as long, checked every "
+        f"{cfg.screen_interval} steps"
+    )
 
 
 def _fmt_steps(steps: float | None) -> str:

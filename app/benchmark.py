@@ -51,8 +51,8 @@ class Config:
     """which arms to run (dqn, dqn_matched, dyna, sb3_zoo)"""
     max_steps: int = 50_000
     """cap on real steps per run"""
-    q_loss: str = "huber"
-    """TD loss of the three DQN arms (huber or mse, as app.agent's --q-loss; SB3 keeps its own)"""
+    q_loss: str = agent.Config.q_loss
+    """TD loss of the three DQN arms (mse or huber, as app.agent's --q-loss; SB3 keeps its own)"""
     workers: int = 2
     """parallel processes, one thread each"""
     output_dir: Path = RESULTS_DIR
@@ -188,7 +188,8 @@ def main(cfg: Config) -> dict:
         stem.with_suffix(".png"),
         f"Seeds {', '.join(map(str, cfg.seeds))}; every arm measured with the "
         "same evaluation (10 greedy episodes every 500 real steps); "
-        f"{cfg.q_loss} TD loss in the three DQN arms.",
+        f"{cfg.q_loss} TD loss in the three DQN arms; app.agent's defaults otherwise "
+        f"(Dyna{agent.screen_rule(agent.Config())}).",
         meta=run_metadata(cfg),
     )
     print(table)

@@ -304,3 +304,84 @@ def test_run_many_in_process_uses_one_thread_like_the_workers(monkeypatch) -> No
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def buffer_of_episodes(lengths: list[int], fell: bool = True) -> ReplayBuffer:
+    """Episodes of the given lengths, back to back; each ends terminated when `fell`. State x is
+    the row number, so rows can be told apart."""
+    buffer = ReplayBuffer(sum(lengths), torch.device("cpu"))
+    row = 0
+    for episode, length in enumerate(lengths):
+        for t in range(length):
+            state = np.array([row, 0, 0, 0], np.float32)
+            last = t == length - 1
+            buffer.add(state, 0, 1.0, state, fell and last, False, episode)
+            row += 1
+    return buffer
+
+
+def test_terminal_samples_come_first_and_from_terminations() -> None:
+    buffer = buffer_of_episodes([30, 50, 20])  # terminations at rows 29, 79, 99
+    gen = torch.Generator().manual_seed(0)
+    batch = buffer.sample(64, gen, terminal=16)
+    assert batch["terminated"][:16].all()
+    assert set(batch["state"][:16, 0].tolist()) <= {29.0, 79.0, 99.0}
+    assert batch["terminated"][16:].float().mean() < 0.5  # the rest: uniform (3 rows in 100)
+    # No termination yet (a run that has never failed): uniform, no error.
+    never = buffer_of_episodes([40], fell=False)
+    assert not never.sample(64, gen, terminal=16)["terminated"].any()
+
+
+def test_episode_starts() -> None:
+    assert buffer_of_episodes([3, 2, 4]).episode_starts().tolist() == [0, 3, 5]
+
+
+class FallsOnPush(CountingModel):
+    """An imagined pole that falls as soon as the agent pushes right (action 1)."""
+
+    def step(self, state, action):
+        return state.clone(), torch.ones(len(state)), (action == 1).float()
+
+
+@pytest.mark.parametrize(
+    ("learner", "acting", "accepted"), [("left", "right", True), ("right", "left", False)]
+)
+def test_screen_takes_only_a_learner_the_model_rates_at_least_as_good(
+    learner, acting, accepted
+) -> None:
+    q_of = {"left": [2.0, 1.0], "right": [1.0, 2.0]}  # greedy action 0 or 1 in every state
+    dqn = make_agent(screen_interval=100, planning_steps=1)
+    assert dqn.acting_network is not dqn.q_network
+    constant_q(dqn.q_network, q_of[learner])
+    constant_q(dqn.acting_network, q_of[acting])
+    buffer = buffer_of_episodes([10, 10])
+    # Pushing left lasts the whole 20-step horizon in imagination, pushing right 1 step.
+    result = agent.screen_policy(dqn, FallsOnPush(), buffer, horizon=20, num_starts=8)
+    assert result is accepted
+    kept = learner if accepted else acting
+    assert dqn.acting_network(torch.zeros(1, 4))[0].tolist() == q_of[kept]
+    assert dqn.q_network(torch.zeros(1, 4))[0].tolist() == q_of[learner]  # the learner is untouched
+
+
+def test_no_screen_without_a_model_or_when_off() -> None:
+    for overrides in ({"planning_steps": 0}, {"screen_interval": 0}):
+        dqn = make_agent(**overrides)
+        assert dqn.acting_network is dqn.q_network
+
+
+def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network() -> None:
+    cfg = tiny_run(
+        planning_steps=1,
+        min_steps=300,
+        max_steps=300,
+        learning_starts=100,
+        eval_interval=300,
+        model_hidden_size=16,
+        screen_interval=50,
+        screen_horizon=20,
+        screen_starts=4,
+    )
+    run = agent.train_dyna_agent(cfg, seed=0)
+    assert run["screens"] == 4  # steps 149, 199, 249, 299
+    assert 0 <= run["screens_accepted"] <= run["screens"]
+    assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
