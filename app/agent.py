@@ -189,7 +189,10 @@ class Config:
             0 <= self.terminal_samples <= self.batch_size,
             f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}",
         )
-        require(self.screen_interval >= 0, "--screen-interval must be >= 0 (0 = no screen)")
+        require(
+            self.screen_interval >= 0,
+            f"--screen-interval must be >= 0 (0 = no screen), got {self.screen_interval}",
+        )
         require(0.0 < self.tau <= 1.0, f"--tau must be in (0, 1], got {self.tau}")
         require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
         require(

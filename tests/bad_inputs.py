@@ -249,6 +249,8 @@ CASES = [
     Case("cli", "epsilon above 1", COLLECT, ("--epsilon", "1.5")),
     Case("cli", "epsilon below 0", AGENT, ("--epsilon-end", "-0.1")),
     Case("cli", "Polyak weight 0", AGENT, ("--tau", "0")),
+    Case("cli", "more terminal samples than a batch", AGENT, ("--terminal-samples", "65")),
+    Case("cli", "negative screen interval", AGENT, ("--screen-interval", "-1")),
     Case("cli", "unknown device", TRAIN, ("--device", "tpu")),
     Case("cli", "cuda on a machine without it", TRAIN, ("--device", "cuda")),
     Case("cli", "unknown flag", PLAN, ("--horizn", "5")),
