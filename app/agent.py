@@ -460,6 +460,37 @@ def _train_on_simulated_data(
 
 
 @torch.no_grad()
+def imagined_episode_lengths(
+    model: WorldModel | WorldModelEnsemble,
+    start_states: torch.Tensor,
+    network: nn.Module,
+    horizon: int,
+    give_up_below: float = -math.inf,
+    chunk: int = 25,
+) -> torch.Tensor:
+    """(B,) steps that greedy episodes with `network` last in the model, up to `horizon`.
+
+    Phase 4's `imagine_rollout`, `chunk` steps at a time, so it can stop early: once the total
+    can no longer reach `give_up_below` even if every living episode lasts to the horizon, the
+    lengths so far are returned (a screen needs no more to say no). Every step of a living episode
+    is computed exactly as one long rollout would compute it.
+    """
+    greedy = lambda s: network(s).argmax(dim=1)  # noqa: E731
+    lengths = torch.zeros(len(start_states), dtype=torch.long, device=start_states.device)
+    alive = torch.ones_like(lengths, dtype=torch.bool)
+    states, imagined = start_states, 0
+    while imagined < horizon and alive.any():
+        steps = min(chunk, horizon - imagined)
+        rollout = imagine_rollout(model, states, greedy, steps)
+        lengths += (rollout.valid & alive[:, None]).sum(dim=1)
+        alive &= rollout.valid[:, -1] & ~rollout.dones[:, -1]
+        states, imagined = rollout.next_states[:, -1], imagined + steps
+        if lengths.sum() + alive.sum() * (horizon - imagined) < give_up_below:
+            break
+    return lengths
+
+
+@torch.no_grad()
 def screen_policy(
     agent: DQNAgent,
     model: WorldModel | WorldModelEnsemble,
@@ -471,19 +502,16 @@ def screen_policy(
 
     Imagines greedy episodes of up to `horizon` steps with both networks from the same real
     episode-start states; the learner is accepted when its imagined episodes last at least as long
-    on average. A DQN's greedy policy can collapse between two evaluations and recover later; the
+    in total. A DQN's greedy policy can collapse between two evaluations and recover later; the
     screen keeps the agent on the last policy the model rated best meanwhile (the learner keeps
     learning). Returns whether the learner was accepted.
     """
     starts = buffer.episode_starts()
     rows = starts[torch.randint(len(starts), (num_starts,), generator=agent.generator)]
     states = buffer.state[rows]
-
-    def imagined_length(network: nn.Module) -> float:
-        greedy = lambda s: network(s).argmax(dim=1)  # noqa: E731
-        return imagine_rollout(model, states, greedy, horizon).valid.sum(dim=1).float().mean()
-
-    accepted = bool(imagined_length(agent.q_network) >= imagined_length(agent.acting_network))
+    bar = imagined_episode_lengths(model, states, agent.acting_network, horizon).sum().item()
+    learner = imagined_episode_lengths(model, states, agent.q_network, horizon, give_up_below=bar)
+    accepted = learner.sum().item() >= bar
     if accepted:
         agent.acting_network.load_state_dict(agent.q_network.state_dict())
     return accepted

@@ -385,3 +385,22 @@ def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network() -> 
     assert run["screens"] == 4  # steps 149, 199, 249, 299
     assert 0 <= run["screens_accepted"] <= run["screens"]
     assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
+
+
+def test_imagined_episode_lengths_match_one_long_rollout() -> None:
+    from app.plan_with_model import imagine_rollout
+
+    starts = torch.zeros(5, 4)
+    starts[:, 0] = torch.tensor([-10.0, -4.0, 0.0, 2.0, -30.0])  # episodes of 13, 7, 3, 1, 33 steps
+    push_left = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        push_left.weight.zero_()
+        push_left.bias.copy_(torch.tensor([1.0, 0.0]))
+    lengths = agent.imagined_episode_lengths(CountingModel(), starts, push_left, 20, chunk=4)
+    whole = imagine_rollout(CountingModel(), starts, lambda s: push_left(s).argmax(1), 20)
+    assert lengths.tolist() == whole.valid.sum(dim=1).tolist() == [13, 7, 3, 1, 20]
+    # Asked to reach more than 5 episodes x 20 steps could give, it stops after the first chunk.
+    early = agent.imagined_episode_lengths(
+        CountingModel(), starts, push_left, 20, give_up_below=101, chunk=4
+    )
+    assert early.tolist() == [4, 4, 3, 1, 4]
