@@ -369,21 +369,45 @@ def test_no_screen_without_a_model_or_when_off() -> None:
         assert dqn.acting_network is dqn.q_network
 
 
-def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network() -> None:
+def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network(monkeypatch) -> None:
     cfg = tiny_run(
         planning_steps=1,
         min_steps=300,
         max_steps=300,
         learning_starts=100,
-        eval_interval=300,
+        eval_interval=150,
         model_hidden_size=16,
         screen_interval=50,
         screen_horizon=20,
         screen_starts=4,
     )
+    screened, acted, evaluated = [], [], []
+
+    def reject(dqn, *args):  # a screen that never lets the learner through
+        screened.append((dqn.acting_network, dqn.q_network))
+        return False
+
+    real_select, real_evaluate = DQNAgent.select_action, agent.evaluate_policy
+
+    def spy_select(self, states, epsilon, network=None):
+        if len(states) == 1:  # the real environment's action
+            acted.append(network)
+        return real_select(self, states, epsilon, network)
+
+    def spy_evaluate(network, seeds, device):
+        evaluated.append(network)
+        return real_evaluate(network, seeds, device)
+
+    monkeypatch.setattr(agent, "screen_policy", reject)
+    monkeypatch.setattr(DQNAgent, "select_action", spy_select)
+    monkeypatch.setattr(agent, "evaluate_policy", spy_evaluate)
     run = agent.train_dyna_agent(cfg, seed=0)
-    assert run["screens"] == 4  # steps 149, 199, 249, 299
-    assert 0 <= run["screens_accepted"] <= run["screens"]
+    assert run["screens"] == len(screened) == 4  # at steps 149, 199, 249, 299
+    assert run["screens_accepted"] == 0
+    acting, learner = screened[0]
+    assert acting is not learner
+    assert all(net is acting for net in acted) and len(acted) == 300 - 100  # after the warm-up
+    assert evaluated == [acting, acting]
     assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
 
 
