@@ -216,9 +216,12 @@ class ReplayBuffer:
         self.terminated = torch.zeros(capacity, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(capacity, dtype=torch.bool, device=device)
         self.episode = torch.zeros(capacity, dtype=torch.long, device=device)
+        self._terminal_rows: torch.Tensor | None = None  # cache of `terminal_rows()`
 
     def add(self, state, action, reward, next_state, terminated, truncated, episode) -> None:
         i = self.position
+        if terminated or self.terminated[i]:  # the set of terminal rows changes
+            self._terminal_rows = None
         self.state[i] = torch.as_tensor(state)
         self.action[i], self.reward[i] = action, reward
         self.next_state[i] = torch.as_tensor(next_state)
@@ -231,10 +234,17 @@ class ReplayBuffer:
         `terminal` rows are drawn from the terminated transitions when there are any."""
         rows = torch.randint(self.size, (batch_size,), generator=generator).to(self.state.device)
         if terminal > 0:
-            ends = torch.nonzero(self.terminated[: self.size]).squeeze(1)
+            ends = self.terminal_rows()
             if len(ends) > 0:
                 rows[:terminal] = ends[torch.randint(len(ends), (terminal,), generator=generator)]
         return {name: values[rows] for name, values in self.as_batch().items()}
+
+    def terminal_rows(self) -> torch.Tensor:
+        """(N,) rows of the terminated transitions, in order; kept until one is added or
+        overwritten (a real batch asks for them at every update)."""
+        if self._terminal_rows is None:
+            self._terminal_rows = torch.nonzero(self.terminated[: self.size]).squeeze(1)
+        return self._terminal_rows
 
     def episode_starts(self) -> torch.Tensor:
         """(N,) rows whose state is the first of an episode (a reset state)."""

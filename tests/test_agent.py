@@ -428,3 +428,12 @@ def test_imagined_episode_lengths_match_one_long_rollout() -> None:
         CountingModel(), starts, push_left, 20, give_up_below=101, chunk=4
     )
     assert early.tolist() == [4, 4, 3, 1, 4]
+
+
+def test_terminal_rows_follow_additions_and_overwrites() -> None:
+    buffer = buffer_of_episodes([3, 3])  # capacity 6, terminations at rows 2 and 5
+    assert buffer.terminal_rows().tolist() == [2, 5]
+    state = np.zeros(4, np.float32)
+    for _ in range(3):  # the ring overwrites rows 0-2, the last of them not a termination
+        buffer.add(state, 0, 1.0, state, False, False, 2)
+    assert buffer.terminal_rows().tolist() == [5]
