@@ -16,7 +16,9 @@ agent also rolls the world model out for `rollout_length` steps from real start 
 more updates on those imagined transitions. K = 0 is plain DQN. With a model the agent also
 screens its learner (`screen_policy`): it acts, and is evaluated, with a copy of the Q-network that
 takes the learner's weights only when the model's imagined episodes with them last at least as
-long, so a collapse of the learner between two checks does not reach the real environment.
+long, so a collapse of the learner between two checks does not reach the real environment. The
+screen rests while the agent's latest real episode reached the time limit: a policy proven in
+reality is not swapped for one that only the model vouches for.
 
 How runs are measured (the same in the plot, the table and app.benchmark): every 500 real steps,
 10 greedy episodes on seeded evaluation environments (their steps are not counted). "Solved" is the
@@ -112,7 +114,8 @@ class Config:
     """Dyna only: every this many real steps the world model screens the learner. The agent acts
     and is evaluated with an acting copy of the Q-network, which takes the learner's weights only
     if the learner's greedy episodes, imagined from real episode starts, last at least as long as
-    its own (0 = no screen: act with the learner itself)"""
+    its own. No screen while the latest real episode reached the time limit: the acting network
+    has just proven itself there (0 = no screen: act with the learner itself)"""
     screen_horizon: int = 500
     """imagined steps per screening episode (CartPole's own time limit)"""
     screen_starts: int = 64
@@ -623,6 +626,7 @@ def train_dyna_agent(
     eval_steps, eval_returns, probes = [], [], []
     solved_at, wall_to_solve, imagined_total = None, None, 0
     screens, accepted = 0, 0
+    proven = False  # the latest real episode reached the time limit: the screen rests
     started = time.perf_counter()
     bar = progress(
         total=cfg.max_steps,
@@ -644,6 +648,7 @@ def train_dyna_agent(
         buffer.add(state, action, reward, next_state, terminated, truncated, episode)
         step += 1
         if terminated or truncated:  # either ends the episode; only `terminated` cuts TD targets
+            proven = not terminated
             state, _ = env.reset()
             episode += 1
         else:
@@ -688,7 +693,8 @@ def train_dyna_agent(
                     cfg.max_disagreement,
                 )
                 screened = agent.acting_network is not agent.q_network  # a copy: Dyna, screen on
-                if screened and (step - cfg.learning_starts + 1) % cfg.screen_interval == 0:
+                due = (step - cfg.learning_starts + 1) % cfg.screen_interval == 0
+                if screened and due and not proven:
                     screens += 1
                     accepted += screen_policy(
                         agent, model, buffer, cfg.screen_horizon, cfg.screen_starts
@@ -980,7 +986,7 @@ def screen_rule(cfg: Config) -> str:
     return (
         f"; it acts with a copy of its Q-network that takes the learner's weights only when the "
         f"model's imagined episodes ({cfg.screen_horizon} steps) last as long, checked every "
-        f"{cfg.screen_interval} steps"
+        f"{cfg.screen_interval} steps unless its latest real episode reached the time limit"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -409,6 +410,49 @@ def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network(monke
     assert all(net is acting for net in acted) and len(acted) == 300 - 100  # after the warm-up
     assert evaluated == [acting, acting]
     assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
+
+
+def test_screen_rests_while_the_latest_real_episode_reached_the_time_limit(monkeypatch) -> None:
+    cfg = tiny_run(
+        planning_steps=1,
+        min_steps=600,
+        max_steps=600,
+        learning_starts=100,
+        eval_interval=600,
+        model_hidden_size=16,
+        screen_interval=10,
+        screen_horizon=5,
+        screen_starts=2,
+    )
+    fell = []  # per finished training episode: did the pole fall (else: the time limit)
+    make = gym.make
+
+    def short_training_env(env_id, **kwargs):
+        if fell or kwargs:  # evaluation environments, made later: unchanged
+            return make(env_id, **kwargs)
+
+        class Recorded(gym.Wrapper):  # episodes of at most 12 steps, some end by the time limit
+            def step(self, action):
+                out = self.env.step(action)
+                if out[2] or out[3]:
+                    fell.append(out[2])
+                return out
+
+        fell.append(True)  # marks the training environment as made
+        return Recorded(make(env_id, max_episode_steps=12))
+
+    screened_after = []  # whether the latest episode fell, at each screen
+
+    def screen(dqn, *args):
+        screened_after.append(fell[-1])
+        return False
+
+    monkeypatch.setattr(agent.gym, "make", short_training_env)
+    monkeypatch.setattr(agent, "screen_policy", screen)
+    run = agent.train_dyna_agent(cfg, seed=0)
+    assert True in fell[1:] and False in fell[1:]  # both kinds of episode end happened
+    assert run["screens"] == len(screened_after) and 0 < len(screened_after) < 50  # 50 were due
+    assert all(screened_after)  # never right after an episode that reached the time limit
 
 
 def test_imagined_episode_lengths_match_one_long_rollout() -> None:
