@@ -16,9 +16,10 @@ agent also rolls the world model out for `rollout_length` steps from real start 
 more updates on those imagined transitions. K = 0 is plain DQN. With a model the agent also
 screens its learner (`screen_policy`): it acts, and is evaluated, with a copy of the Q-network that
 takes the learner's weights only when the model's imagined episodes with them last at least as
-long, so a collapse of the learner between two checks does not reach the real environment. The
-screen rests while the agent's latest real episode reached the time limit: a policy proven in
-reality is not swapped for one that only the model vouches for.
+long, so a collapse of the learner between two checks does not reach the real environment. While
+the agent's latest real episode reached the time limit, the model rests, screen and imagined
+updates both: a policy proven in reality is not swapped for one that only the model vouches for,
+and the learner meanwhile learns from real data alone, as plain DQN does.
 
 How runs are measured (the same in the plot, the table and app.benchmark): every 500 real steps,
 10 greedy episodes on seeded evaluation environments (their steps are not counted). "Solved" is the
@@ -114,8 +115,9 @@ class Config:
     """Dyna only: every this many real steps the world model screens the learner. The agent acts
     and is evaluated with an acting copy of the Q-network, which takes the learner's weights only
     if the learner's greedy episodes, imagined from real episode starts, last at least as long as
-    its own. No screen while the latest real episode reached the time limit: the acting network
-    has just proven itself there (0 = no screen: act with the learner itself)"""
+    its own. While the latest real episode reached the time limit the acting network has proven
+    itself in reality, and the model rests: no screen and no imagined updates (0 = no screen: act
+    with the learner itself, plan at every step)"""
     screen_horizon: int = 500
     """imagined steps per screening episode (CartPole's own time limit)"""
     screen_starts: int = 64
@@ -626,7 +628,8 @@ def train_dyna_agent(
     eval_steps, eval_returns, probes = [], [], []
     solved_at, wall_to_solve, imagined_total = None, None, 0
     screens, accepted = 0, 0
-    proven = False  # the latest real episode reached the time limit: the screen rests
+    screened = agent.acting_network is not agent.q_network  # a copy: Dyna with a screen
+    proven = False  # screened, and the latest real episode reached the time limit: the model rests
     started = time.perf_counter()
     bar = progress(
         total=cfg.max_steps,
@@ -648,7 +651,7 @@ def train_dyna_agent(
         buffer.add(state, action, reward, next_state, terminated, truncated, episode)
         step += 1
         if terminated or truncated:  # either ends the episode; only `terminated` cuts TD targets
-            proven = not terminated
+            proven = screened and not terminated
             state, _ = env.reset()
             episode += 1
         else:
@@ -657,9 +660,14 @@ def train_dyna_agent(
         # TODO(phase 5): the Dyna loop, once `step >= cfg.learning_starts`: real Q-updates from the
         # replay buffer, a world-model refit every `cfg.model_train_interval` steps, and K
         # imagined updates per real step.
-        # HINT: cfg.real_updates x agent.train_on_batch(buffer.sample(cfg.batch_size, generator)).
+        # HINT: cfg.real_updates x agent.train_on_batch(buffer.sample(cfg.batch_size, generator,
+        #       cfg.terminal_samples)).
         # HINT: before its first fit the model needs model.set_normalization(...) on the buffer;
         #       phase 3's train_epoch does the fitting. With K = 0 (`model is None`) skip the model.
+        # HINT: with a screen (`screened`), every cfg.screen_interval steps after the warm-up
+        #       (step - cfg.learning_starts + 1 divisible by it) count a screen in `screens` and
+        #       its verdict, screen_policy(...), in `accepted`; while `proven`, skip both the
+        #       imagined updates and the screen.
         # HINT: phase 6 also needs: no refit after the first when cfg.refit_model is False, and
         #       cfg.max_disagreement passed on to _train_on_simulated_data.
         # ### BEGIN SOLUTION (phase 5: train_dyna_agent)
@@ -681,7 +689,7 @@ def train_dyna_agent(
                     train_epoch(model, model_optimizer, sample, 128, generator)
                 model.eval()
             # -- learn from imagined experience
-            if model is not None and model_ready:
+            if model is not None and model_ready and not proven:
                 imagined_total += _train_on_simulated_data(
                     agent,
                     model,
@@ -692,9 +700,7 @@ def train_dyna_agent(
                     epsilon,
                     cfg.max_disagreement,
                 )
-                screened = agent.acting_network is not agent.q_network  # a copy: Dyna, screen on
-                due = (step - cfg.learning_starts + 1) % cfg.screen_interval == 0
-                if screened and due and not proven:
+                if screened and (step - cfg.learning_starts + 1) % cfg.screen_interval == 0:
                     screens += 1
                     accepted += screen_policy(
                         agent, model, buffer, cfg.screen_horizon, cfg.screen_starts
@@ -986,7 +992,8 @@ def screen_rule(cfg: Config) -> str:
     return (
         f"; it acts with a copy of its Q-network that takes the learner's weights only when the "
         f"model's imagined episodes ({cfg.screen_horizon} steps) last as long, checked every "
-        f"{cfg.screen_interval} steps unless its latest real episode reached the time limit"
+        f"{cfg.screen_interval} steps; while its latest real episode reached the time limit the "
+        f"model rests (no screen, no imagined updates)"
     )
 
 

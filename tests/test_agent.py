@@ -412,7 +412,7 @@ def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network(monke
     assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
 
 
-def test_screen_rests_while_the_latest_real_episode_reached_the_time_limit(monkeypatch) -> None:
+def test_model_rests_while_the_latest_real_episode_reached_the_time_limit(monkeypatch) -> None:
     cfg = tiny_run(
         planning_steps=1,
         min_steps=600,
@@ -441,18 +441,25 @@ def test_screen_rests_while_the_latest_real_episode_reached_the_time_limit(monke
         fell.append(True)  # marks the training environment as made
         return Recorded(make(env_id, max_episode_steps=12))
 
-    screened_after = []  # whether the latest episode fell, at each screen
+    screened_after, imagined_after = [], []  # whether the latest episode fell, at each call
+    real_imagine = agent._train_on_simulated_data
 
     def screen(dqn, *args):
         screened_after.append(fell[-1])
         return False
 
+    def imagine(*args):
+        imagined_after.append(fell[-1])
+        return real_imagine(*args)
+
     monkeypatch.setattr(agent.gym, "make", short_training_env)
     monkeypatch.setattr(agent, "screen_policy", screen)
+    monkeypatch.setattr(agent, "_train_on_simulated_data", imagine)
     run = agent.train_dyna_agent(cfg, seed=0)
     assert True in fell[1:] and False in fell[1:]  # both kinds of episode end happened
     assert run["screens"] == len(screened_after) and 0 < len(screened_after) < 50  # 50 were due
     assert all(screened_after)  # never right after an episode that reached the time limit
+    assert all(imagined_after) and 0 < len(imagined_after) < 500  # nor imagined updates
 
 
 def test_imagined_episode_lengths_match_one_long_rollout() -> None:
