@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from app import agent, data_collection, plan_with_model, train_model, world_model
 from app.common import UserError, cli
+from app.runs import Budget
 
 
 @dataclass
@@ -37,11 +38,8 @@ QUICK = {
     "train": {"epochs": 3, "hidden_size": 32},
     "plan": {"num_episodes": 10, "horizon": 20},
     "agent": {
-        "min_steps": 600,
-        "max_steps": 600,
+        "budget": Budget(min_steps=600, max_steps=600, eval_interval=300, eval_episodes=2),
         "learning_starts": 200,
-        "eval_interval": 300,
-        "eval_episodes": 2,
         "model_initial_epochs": 5,
         "workers": 1,
     },

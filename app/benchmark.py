@@ -3,34 +3,45 @@
     uv sync --group benchmark                             # adds stable-baselines3 for the peer arm
     uv run --group benchmark python -m app.benchmark      # 4 arms x 10 seeds, about 30-40 min
 
-Arms (every run uses app.agent's measurement: evaluation every 500 real steps, solved at a mean
+Arms (every run uses app/runs.py's measurement: evaluation every 500 real steps, solved at a mean
 return >= 475, run to 10,000 steps or 5,000 past the solve, at most 50,000):
   dqn          model-free DQN, 1 update per real step (app.agent with K = 0)
   dqn_matched  model-free DQN with as many updates per real step as Dyna makes (1 + K): is it the
                model that helps, or just more gradient steps?
   dyna         Dyna-DQN, app.agent's default configuration
   sb3_zoo      Stable-Baselines3 DQN with the rl-baselines3-zoo CartPole-v1 hyperparameters
-Writes results/benchmark.json (per arm: steps_to_solve, median_steps, stability, auc_10k, wall_s,
-median_wall_s; plus machine, versions, config), results/benchmark.md (the table) and
-results/benchmark.png (learning curves).
+Every (arm, seed) run is cached in results/benchmark_runs/ the moment it finishes, so a stopped
+benchmark resumes where it was. Writes results/benchmark.json (per arm: steps_to_solve,
+median_steps, stability, auc_10k, wall_s, median_wall_s; plus machine, versions, config),
+results/benchmark.md (the table) and results/benchmark.png (learning curves).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from app import agent
-from app.common import RESULTS_DIR, UserError, cli, progress, require, require_positive
+from app.common import RESULTS_DIR, UserError, cli, require, require_positive
+from app.plotting import plot_learning_curves
+from app.runs import (
+    Budget,
+    Evaluations,
+    aggregate,
+    format_table,
+    record_path,
+    run_cached,
+    spec_key,
+)
 from app.storage import atomic_path, run_metadata, save_json
 
 ARMS = ("dqn", "dqn_matched", "dyna", "sb3_zoo")
+CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
 SB3_ZOO = dict(
@@ -56,7 +67,7 @@ class Config:
     workers: int = 2
     """parallel processes, one thread each"""
     output_dir: Path = RESULTS_DIR
-    """where benchmark.json, benchmark.md and benchmark.png go"""
+    """where benchmark.json, benchmark.md, benchmark.png and the run cache benchmark_runs/ go"""
     tag: str = "benchmark"
     """file name stem of the outputs"""
 
@@ -76,10 +87,8 @@ class Config:
 
 def arm_config(arm: str, cfg: Config) -> agent.Config:
     """app.agent's settings for one arm of this benchmark."""
-    base = replace(
-        agent.Config(),
-        max_steps=cfg.max_steps,
-        min_steps=min(10_000, cfg.max_steps),
+    base = agent.Config(
+        budget=Budget(max_steps=cfg.max_steps, min_steps=min(10_000, cfg.max_steps)),
         q_loss=cfg.q_loss,
     )
     if arm == "dqn":
@@ -89,8 +98,34 @@ def arm_config(arm: str, cfg: Config) -> agent.Config:
     return base
 
 
-def run_sb3_zoo(seed: int, base: agent.Config) -> dict:
-    """SB3 DQN with zoo settings, measured by a callback with app.agent's definition."""
+@dataclass(frozen=True)
+class Job:
+    """One benchmark run: an arm on a seed, with the arm's full settings."""
+
+    arm: str
+    seed: int
+    config: agent.Config
+
+    def spec(self) -> dict:
+        settings = asdict(self.config) if self.arm != "sb3_zoo" else {
+            "sb3_zoo": SB3_ZOO, "budget": asdict(self.config.budget)
+        }  # fmt: skip
+        for name in ("seeds", "workers", "plot", "results", "q_checkpoint"):
+            settings.pop(name, None)  # no effect on a run's numbers
+        return {"arm": self.arm, "seed": self.seed, "settings": settings, "version": CACHE_VERSION}
+
+    def key(self) -> str:
+        return spec_key(self.spec())
+
+    def path(self, root: Path) -> Path:
+        return record_path(root, "benchmark_runs", self.arm, self.seed, self.key())
+
+    def cost(self) -> float:
+        return {"dyna": 4, "dqn_matched": 3, "sb3_zoo": 2, "dqn": 1}[self.arm]
+
+
+def run_sb3_zoo(seed: int, budget: Budget) -> dict:
+    """SB3 DQN with zoo settings, measured by a callback with app/runs.py's definitions."""
     import gymnasium as gym
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
@@ -98,74 +133,41 @@ def run_sb3_zoo(seed: int, base: agent.Config) -> dict:
     class Measure(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.eval_steps: list[int] = []
-            self.eval_returns: list[float] = []
-            self.solved_at: int | None = None
-            self.wall_to_solve: float | None = None
-            self.started = time.perf_counter()
+            self.evaluations = Evaluations(budget, seed)
 
         def _on_step(self) -> bool:
             step = self.num_timesteps
-            if step % base.eval_interval == 0:
-                seeds = agent.eval_seeds(seed, len(self.eval_steps), base.eval_episodes)
-                score = agent.evaluate_policy(self.model.q_net, seeds, torch.device("cpu"))
-                self.eval_steps.append(step)
-                self.eval_returns.append(score)
-                if self.solved_at is None and score >= agent.SOLVED_RETURN:
-                    self.solved_at, self.wall_to_solve = step, time.perf_counter() - self.started
-            return step < agent.run_length(base, self.solved_at)
+            if self.evaluations.due(step):
+                self.evaluations.evaluate(step, self.model.q_net, torch.device("cpu"))
+            return self.evaluations.running(step)
 
     env = gym.make("CartPole-v1")
     model = DQN("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **SB3_ZOO)
     measure = Measure()
-    model.learn(total_timesteps=max(SB3_TOTAL_TIMESTEPS, base.max_steps), callback=measure)
-    return agent.summarize_run(
-        base,
-        seed,
-        measure.eval_steps,
-        measure.eval_returns,
-        measure.solved_at,
-        measure.wall_to_solve,
-        time.perf_counter() - measure.started,
-        None,
-        0,
-        None,
-    )
+    model.learn(total_timesteps=max(SB3_TOTAL_TIMESTEPS, budget.max_steps), callback=measure)
+    return measure.evaluations.record(updates=None, imagined_transitions=0)
 
 
-def _run(job: tuple[str, int, Config]) -> tuple[str, dict]:
-    arm, seed, cfg = job
-    torch.set_num_threads(1)
-    config = arm_config(arm, cfg)
-    sb3 = arm == "sb3_zoo"
-    result = run_sb3_zoo(seed, config) if sb3 else agent.train_dyna_agent(config, seed)
-    result.pop("q_weights", None)
-    return arm, result
+def run_job(job: Job) -> dict:
+    """One run's cacheable record (in a worker process or a Ray actor)."""
+    if job.arm == "sb3_zoo":
+        run = run_sb3_zoo(job.seed, job.config.budget)
+    else:
+        run = agent.train_dyna_agent(job.config, job.seed)
+        run.pop("q_weights")
+    return {"arm": job.arm, "seed": job.seed, "key": job.key(), "run": run}
 
 
 def main(cfg: Config) -> dict:
-    jobs = [(arm, seed, cfg) for arm in cfg.arms for seed in cfg.seeds]
-    # Longest jobs first keeps both workers busy to the end.
-    order = {"dyna": 0, "dqn_matched": 1, "sb3_zoo": 2, "dqn": 3}
-    jobs.sort(key=lambda job: order[job[0]])
+    jobs = [Job(arm, seed, arm_config(arm, cfg)) for arm in cfg.arms for seed in cfg.seeds]
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    runs: dict[str, list[dict]] = {arm: [] for arm in cfg.arms}
-    with context.Pool(cfg.workers, maxtasksperchild=1) as pool:
-        for arm, result in progress(
-            pool.imap_unordered(_run, jobs),
-            total=len(jobs),
-            desc="benchmark",
-            unit="run",
-            disable=False,
-        ):
-            runs[arm].append(result)
-    for arm in runs:
-        runs[arm].sort(key=lambda run: run["seed"])
+    records, computed = run_cached(jobs, run_job, cfg.output_dir, cfg.workers, desc="benchmark")
+    runs = {arm: [records[job.key()]["run"] for job in jobs if job.arm == arm] for arm in cfg.arms}
 
-    summary = {arm: agent.aggregate(arm_runs) for arm, arm_runs in runs.items()}
-    table = agent.format_table(summary)
+    summary = {arm: aggregate(arm_runs) for arm, arm_runs in runs.items()}
+    table = format_table(summary)
     stem = cfg.output_dir / cfg.tag
+    meta = run_metadata(cfg)
     save_json(
         stem.with_suffix(".json"),
         {
@@ -178,19 +180,20 @@ def main(cfg: Config) -> dict:
             },
             "sb3_zoo": {k: str(v) for k, v in SB3_ZOO.items()},
             "benchmark_wall_s": time.perf_counter() - started,
-            **run_metadata(cfg),
+            "computed_runs": computed,
+            **meta,
         },
     )
     with atomic_path(stem.with_suffix(".md")) as tmp:
         tmp.write_text(f"# Benchmark ({len(cfg.seeds)} seeds)\n\n{table}\n")
-    agent.plot_comparison(
+    plot_learning_curves(
         runs,
         stem.with_suffix(".png"),
         f"Seeds {', '.join(map(str, cfg.seeds))}; every arm measured with the "
         "same evaluation (10 greedy episodes every 500 real steps); "
         f"{cfg.q_loss} TD loss in the three DQN arms; app.agent's defaults otherwise "
-        f"(Dyna{agent.screen_rule(agent.Config())}).",
-        meta=run_metadata(cfg),
+        f"(Dyna{agent.Config().screen.describe()}).",
+        meta=meta,
     )
     print(table)
     if "dyna" in summary and "sb3_zoo" in summary:

@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
@@ -89,33 +89,54 @@ class OneLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+def _is_config(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _options(cls: type, group: str = "") -> Iterator[tuple[dataclasses.Field, Any, Any, str, str]]:
+    """(field, type, default, help, group) of every command-line option of `cls`. A field whose
+    type is itself a config dataclass (e.g. the agent's `budget`) contributes its own fields, under
+    their own names (a flag's name says what it sets, wherever that setting lives), in a group
+    titled by that field's docstring."""
+    docs = _field_docs(cls)
+    hints = get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        default = field.default
+        if default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[misc]
+        if _is_config(hints[field.name]):
+            title = docs.get(field.name, field.name)
+            for sub, kind, _, text, sub_group in _options(hints[field.name], title):
+                yield sub, kind, getattr(default, sub.name), text, sub_group
+        else:
+            yield field, hints[field.name], default, docs.get(field.name, ""), group
+
+
 def build_parser(
     cls: type, description: str | None, prog: str | None = None
 ) -> argparse.ArgumentParser:
-    """An argparse parser with one `--flag` per dataclass field, its docstring as help."""
+    """An argparse parser with one `--flag` per dataclass field, its docstring as help; the fields
+    of a nested config dataclass get a group of their own."""
     parser = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    docs = _field_docs(cls)
-    hints = get_type_hints(cls)
-    for field in dataclasses.fields(cls):
+    groups: dict[str, Any] = {"": parser}
+    for field, kind, default, help_text, title in _options(cls):
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        group = groups[title]
         flag = "--" + field.name.replace("_", "-")
-        kind = hints[field.name]
-        default = field.default
-        if default is dataclasses.MISSING:
-            default = field.default_factory()  # type: ignore[misc]
-        help_text = docs.get(field.name, "")
         if kind is bool:
-            parser.add_argument(
+            group.add_argument(
                 flag, default=default, action=argparse.BooleanOptionalAction, help=help_text
             )
         elif kind in (int, float, str, Path):
-            parser.add_argument(flag, type=_parse_scalar(kind), default=default, help=help_text)
+            group.add_argument(flag, type=_parse_scalar(kind), default=default, help=help_text)
         elif getattr(kind, "__origin__", None) is tuple:
             item = kind.__args__[0]
-            parser.add_argument(
+            group.add_argument(
                 flag, type=_parse_scalar(item), nargs="+", default=default, help=help_text
             )
         else:  # pragma: no cover - a programming error, not a user error
@@ -126,6 +147,41 @@ def build_parser(
 T = TypeVar("T")
 
 
+def build_config[T](cls: type[T], values: dict[str, Any]) -> T:
+    """`cls` from flat option values (nested config dataclasses built from their own fields);
+    each `__post_init__` validates and raises `UserError`."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if _is_config(kind):
+            kwargs[field.name] = build_config(kind, values)
+        elif field.name in values:
+            value = values[field.name]
+            is_tuple = getattr(kind, "__origin__", None) is tuple
+            kwargs[field.name] = tuple(value) if is_tuple else value
+    return cls(**kwargs)
+
+
+def flat_settings(config: Any) -> dict[str, Any]:
+    """A config's settings as one flat dict, keyed as on the command line (the fields of nested
+    config dataclasses under their own names)."""
+    flat: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        flat.update(flat_settings(value) if _is_config(type(value)) else {field.name: value})
+    return flat
+
+
+def with_settings[T](config: T, **changes: Any) -> T:
+    """A copy of `config` with settings changed by their command-line names, wherever they live
+    (e.g. `with_settings(agent_cfg, max_steps=600)` changes `agent_cfg.budget.max_steps`)."""
+    unknown = set(changes) - set(flat_settings(config))
+    if unknown:
+        raise TypeError(f"{type(config).__name__} has no settings {sorted(unknown)}")
+    return build_config(type(config), flat_settings(config) | changes)
+
+
 def parse_config[T](
     cls: type[T],
     argv: list[str] | None = None,
@@ -133,16 +189,11 @@ def parse_config[T](
     prog: str | None = None,
 ) -> T:
     """Parse `argv` into a `cls` instance; `cls.__post_init__` validates and raises `UserError`."""
-    namespace = build_parser(cls, description, prog).parse_args(argv)
-    values = vars(namespace)
-    hints = get_type_hints(cls)
-    for name, value in values.items():
-        if getattr(hints[name], "__origin__", None) is tuple:
-            values[name] = tuple(value)
+    values = vars(build_parser(cls, description, prog).parse_args(argv))
     flag, seeds = ("seed", [values["seed"]]) if "seed" in values else ("seeds", values.get("seeds"))
     bad = [seed for seed in seeds or () if seed < 0]
     require(not bad, f"--{flag} must be >= 0, got {bad[0] if bad else ''}")
-    return cls(**values)
+    return build_config(cls, values)
 
 
 def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -> None:
@@ -187,6 +238,12 @@ def require_positive(cfg: Any, *names: str) -> None:
         require(value > 0, f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
+def require_non_negative(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        require(value >= 0, f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
 def require_probability(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -207,6 +264,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def seed_torch(seed: int) -> torch.Generator:
+    """Seed PyTorch's global generator (weight initialisation) and return a fresh generator for
+    everything a run samples itself, both from `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,7 +14,6 @@ longer and so covers more of the state space a good agent will visit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 from app.common import (
     DATA_PATH,
     ENV_ID,
-    NUM_ACTIONS,
     STATE_DIM,
     cli,
     progress,
@@ -33,9 +31,8 @@ from app.common import (
     require_probability,
     seed_everything,
 )
+from app.policies import Policy, epsilon_greedy_policy, mixed_policy, random_policy
 from app.storage import Transitions, run_metadata, save_transitions
-
-Policy = Callable[[np.ndarray], int]  # (S,) state -> action
 
 
 @dataclass
@@ -63,29 +60,6 @@ class Config:
             self.policy in POLICIES,
             f"--policy must be one of {', '.join(POLICIES)}, got {self.policy!r}",
         )
-
-
-def random_policy(rng: np.random.Generator) -> Policy:
-    return lambda state: int(rng.integers(NUM_ACTIONS))
-
-
-def mixed_policy(rng: np.random.Generator, epsilon: float) -> Policy:
-    """Push towards where the pole is falling (angle + angular velocity), except a random action
-    with probability `epsilon`: long episodes, yet still varied."""
-
-    def act(state: np.ndarray) -> int:
-        if rng.random() < epsilon:
-            return int(rng.integers(NUM_ACTIONS))
-        return int(state[2] + 0.5 * state[3] > 0)
-
-    return act
-
-
-def epsilon_greedy_policy(rng: np.random.Generator, epsilon: float, path: Path) -> Policy:
-    from app.agent import greedy_policy_from_checkpoint  # only this policy needs a Q-network
-
-    greedy = greedy_policy_from_checkpoint(path)
-    return lambda state: int(rng.integers(NUM_ACTIONS)) if rng.random() < epsilon else greedy(state)
 
 
 POLICIES = ("random", "mixed", "epsilon_greedy")

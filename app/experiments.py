@@ -30,15 +30,10 @@ share of the evaluations after the first solve, within the budget, that stay sol
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import multiprocessing
 import os
-import re
-import signal
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -46,25 +41,44 @@ import numpy as np
 import torch
 
 from app import agent as dyna
-from app.agent import ProbeContext
 from app.common import (
     ENV_ID,
     PLOTS_DIR,
     RESULTS_DIR,
-    UserError,
     cli,
-    progress,
+    flat_settings,
     require,
     require_positive,
 )
 from app.plan_with_model import imagine_rollout, true_rollout, wrong_transitions
-from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
+from app.plotting import (
+    COLORS,
+    CYCLE,
+    add_caption,
+    band,
+    draw_learning_curves,
+    new_figure,
+    plot_learning_curves,
+    save_figure,
+)
+from app.policies import greedy
+from app.runs import (
+    SOLVED_RETURN,
+    Budget,
+    aggregate,
+    format_table,
+    learning_curves,
+    record_path,
+    run_cached,
+    spec_key,
+)
+from app.screen import ScreenConfig
 from app.storage import atomic_path, run_metadata, save_json
+from app.world_model import EnsembleConfig, trusted_steps
 
 STUDIES = ("k_sweep", "rollout_length", "exploitation")
 BACKENDS = ("local", "ray")
 CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
-RAY_HINT = "uv sync --group ray, then run with `uv run --group ray python -m app.experiments`"
 
 
 @dataclass
@@ -141,24 +155,26 @@ class Job:
     probe: dict = field(default_factory=dict)  # {"name": ..., its settings}; {} = none
 
     def key(self) -> str:
-        """Hash of everything that determines the run's numbers."""
+        """Hash of everything that determines the run's numbers. The settings are hashed flat, as
+        named on the command line: the layout the keys were first computed with, before the
+        agent's settings were grouped, so cached runs stay valid."""
         agent = {
             k: v
-            for k, v in asdict(self.agent).items()
+            for k, v in flat_settings(self.agent).items()
             if k not in _NOT_HASHED and _ADDED_LATER.get(k, object()) != v
         }
-        spec = {"agent": agent, "probe": self.probe, "seed": self.seed, "version": CACHE_VERSION}
-        text = json.dumps(spec, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return spec_key(
+            {"agent": agent, "probe": self.probe, "seed": self.seed, "version": CACHE_VERSION}
+        )
 
     def path(self, root: Path) -> Path:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.arm.lower()).strip("-")
-        return root / self.study / f"{slug}-seed{self.seed}-{self.key()}.json"
+        return record_path(root, self.study, self.arm, self.seed, self.key())
 
     def cost(self) -> float:
         """Rough relative run time, so the longest runs start first."""
         a = self.agent
-        return a.max_steps * (1 + a.real_updates + a.planning_steps * (1 + a.ensemble_size / 4))
+        planning = a.planning_steps * (1 + a.ensemble.ensemble_size / 4)
+        return a.budget.max_steps * (1 + a.real_updates + planning)
 
 
 # Output paths and parallelism do not change a run's numbers.
@@ -183,14 +199,12 @@ def base_agent_config(cfg: Config) -> dyna.Config:
     so their cached runs and the README's figures stay valid.
     """
     return dyna.Config(
-        min_steps=cfg.steps,
-        max_steps=cfg.steps,
-        steps_after_solve=0,
+        budget=Budget(min_steps=cfg.steps, max_steps=cfg.steps, steps_after_solve=0),
         model_hidden_size=cfg.model_hidden_size,
         workers=1,
         q_loss="huber",
         terminal_samples=0,
-        screen_interval=0,
+        screen=ScreenConfig(screen_interval=0),
     )
 
 
@@ -216,16 +230,16 @@ def plan_jobs(cfg: Config) -> list[Job]:
             arm_cfg = replace(
                 at_k,
                 rollout_length=length,
-                ensemble_size=cfg.ensemble_size,
-                max_disagreement=cfg.max_disagreement,
+                ensemble=EnsembleConfig(cfg.ensemble_size, cfg.max_disagreement),
             )
             name = f"k={length}, ensemble of {cfg.ensemble_size}"
             arms.append(("rollout_length", name, arm_cfg, error_probe))
     if "exploitation" in cfg.studies:
         imagination_only = replace(
             base,
-            min_steps=cfg.exploitation_steps,
-            max_steps=cfg.exploitation_steps,
+            budget=replace(
+                base.budget, min_steps=cfg.exploitation_steps, max_steps=cfg.exploitation_steps
+            ),
             learning_starts=cfg.exploitation_data,
             planning_steps=cfg.rollout_k,
             real_updates=0,  # the Q-network sees nothing but the model's dreams
@@ -241,16 +255,17 @@ def plan_jobs(cfg: Config) -> list[Job]:
 
 
 @torch.no_grad()
-def measure_model_error(ctx: ProbeContext, starts: int, threshold: float) -> dict:
+def measure_model_error(
+    starts: int, threshold: float, *, config, agent, model, buffer, eval_seeds, **_
+) -> dict:
     """Imagine from real start states as the agent does, replay the same actions through the true
     physics, and count the imagined transitions that are wrong (see `wrong_transitions`)."""
-    if ctx.model is None:
+    if model is None:
         return {"wrong": None, "kept": None}
-    length, cap = ctx.config.rollout_length, ctx.config.max_disagreement
-    generator = torch.Generator().manual_seed(ctx.eval_seeds[0])  # not the run's: no side effects
-    start = ctx.buffer.sample(starts, generator)["state"]
-    rollout = imagine_rollout(ctx.model, start, lambda s: ctx.agent.q_network(s).argmax(1), length)
-    trusted = rollout.valid & dyna.trusted_steps(ctx.model, rollout, cap)
+    generator = torch.Generator().manual_seed(eval_seeds[0])  # not the run's: no side effects
+    start = buffer.sample(starts, generator)["state"]
+    rollout = imagine_rollout(model, start, greedy(agent.q_network), config.rollout_length)
+    trusted = rollout.valid & trusted_steps(model, rollout)
     truth = true_rollout(start.cpu().numpy(), rollout.actions.cpu().numpy())
     wrong = wrong_transitions(rollout._replace(valid=trusted), truth, threshold)
     used = int(trusted.sum())
@@ -261,14 +276,14 @@ def measure_model_error(ctx: ProbeContext, starts: int, threshold: float) -> dic
 
 
 @torch.no_grad()
-def imagined_return(ctx: ProbeContext, horizon: int) -> dict:
+def imagined_return(horizon: int, *, agent, model, eval_seeds, device, **_) -> dict:
     """The greedy policy's return inside the model, from the evaluation episodes' start states."""
-    if ctx.model is None:
+    if model is None:
         return {"imagined_return": None}
     with gym.make(ENV_ID) as env:
-        starts = np.stack([env.reset(seed=seed)[0] for seed in ctx.eval_seeds])
-    start = torch.as_tensor(starts, device=ctx.device)
-    rollout = imagine_rollout(ctx.model, start, lambda s: ctx.agent.q_network(s).argmax(1), horizon)
+        starts = np.stack([env.reset(seed=seed)[0] for seed in eval_seeds])
+    start = torch.as_tensor(starts, device=device)
+    rollout = imagine_rollout(model, start, greedy(agent.q_network), horizon)
     returns = (rollout.rewards * rollout.valid).sum(dim=1)
     return {"imagined_return": float(returns.mean())}
 
@@ -292,117 +307,6 @@ def run_job(job: Job) -> dict:
     return record | {"probe": job.probe, "run": run, **run_metadata(job.agent)}
 
 
-# ----------------------------------------------------------------------------- backends
-
-
-def load_cached(job: Job, root: Path) -> dict | None:
-    """The finished record of `job`, or None if it must (still) be computed."""
-    path = job.path(root)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if record.get("key") == job.key() and "run" in record:
-            return record
-    except (OSError, ValueError):
-        pass
-    print(f"warning: {path} is unreadable or from another config; running it again")
-    return None
-
-
-def run_local(jobs: list[Job], workers: int) -> Iterator[tuple[Job, dict]]:
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            yield job, run_job(job)
-        return
-    by_key = {job.key(): job for job in jobs}
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(workers, len(jobs)), initializer=_leave_ctrl_c_to_parent)
-    try:
-        for record in pool.imap_unordered(run_job, jobs):
-            yield by_key[record["key"]], record
-    except BaseException:  # Ctrl-C, or the caller stopped early: stop the workers now
-        pool.terminate()
-        raise
-    else:
-        pool.close()  # all done: a clean shutdown (no leaked-semaphore warning at exit)
-    finally:
-        pool.join()
-
-
-def _leave_ctrl_c_to_parent() -> None:
-    """Workers ignore Ctrl-C: the parent stops the pool, and finished runs are already saved."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _workers_use_this_python() -> None:
-    """Under `uv run`, Ray starts each worker through `uv run` in a copy of the working folder,
-    which builds a fresh environment (minutes). The workers should use this interpreter and
-    environment instead, unless RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 asks for Ray's behaviour."""
-    from ray._private import ray_constants  # the switch is read from here at ray.init
-
-    wanted = os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0").lower() in ("1", "true")
-    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = wanted
-
-
-def run_ray(jobs: list[Job], address: str, workers: int) -> Iterator[tuple[Job, dict]]:
-    """One Ray task per job; the `app` package travels with the tasks, so a remote cluster only
-    needs this project's dependencies installed."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"--backend ray needs Ray, an optional dependency: {RAY_HINT}") from None
-    _workers_use_this_python()
-    options = dict(
-        runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]},
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
-    if address:
-        ray.init(address=address, **options)
-    else:
-        ray.init(num_cpus=workers, **options)
-    try:
-        task = ray.remote(num_cpus=1)(run_job)
-        pending = {task.remote(job): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(done[0]), ray.get(done[0])
-    finally:
-        ray.shutdown()
-
-
-def run_all(cfg: Config, jobs: list[Job]) -> tuple[dict[str, dict], int]:
-    """Every job's record, from the cache or computed now; returns (records by key, computed)."""
-    records = {}
-    todo = []
-    for job in jobs:
-        record = load_cached(job, cfg.results_dir)
-        if record is None:
-            todo.append(job)
-        else:
-            records[job.key()] = record
-    print(f"{len(jobs)} runs: {len(records)} cached in {cfg.results_dir}/, {len(todo)} to compute")
-    todo.sort(key=Job.cost, reverse=True)  # longest first: the workers finish together
-    if not todo:
-        results = iter(())
-    elif cfg.backend == "ray":
-        results = run_ray(todo, cfg.address, cfg.workers)
-    else:
-        results = run_local(todo, cfg.workers)
-    done = 0
-    try:
-        for job, record in progress(results, total=len(todo), desc="runs", unit="run"):
-            save_json(job.path(cfg.results_dir), record)  # at once: a killed sweep keeps it
-            records[job.key()] = record
-            done += 1
-    except KeyboardInterrupt:
-        print(f"\nstopped after {done} new runs, all saved: run the same command to resume")
-        raise
-    return records, len(todo)
-
-
 # ----------------------------------------------------------------------------- plots
 
 
@@ -415,17 +319,8 @@ def _curve(runs: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def _band(ax, steps, values, color, label) -> None:
-    """Mean over seeds and a 95% confidence band, where measured."""
-    measured = ~np.isnan(values).any(axis=0)
-    steps, values = steps[measured], values[:, measured]
-    mean, half = dyna.mean_and_ci(values)
-    ax.plot(steps, mean, color=color, lw=2, label=label)
-    ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.2, lw=0)
-
-
 def plot_k_sweep(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
-    dyna.plot_comparison(
+    plot_learning_curves(
         arms,
         path,
         f"Seeds {_seeds(cfg)}; {cfg.steps:,} real steps per run; imagined rollouts of 3 steps; "
@@ -440,11 +335,11 @@ def plot_k_sweep(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dic
 def plot_rollout_length(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
     fig, axes = new_figure(1, 2, width=6.0, height=4.4)
     left, right = axes[0]
-    dyna.draw_learning_curves(left, arms, cfg.steps)
+    draw_learning_curves(left, arms, cfg.steps)
     left.set_title("Sample efficiency; band: 95% CI of the mean over seeds", fontsize=10)
     for i, (name, runs) in enumerate(arms.items()):
         steps, wrong = _curve(runs, "wrong")
-        _band(right, steps, 100 * wrong, CYCLE[i % len(CYCLE)], f"{name} ({len(runs)} seeds)")
+        band(right, steps, 100 * wrong, CYCLE[i % len(CYCLE)], f"{name} ({len(runs)} seeds)")
     right.set_xlabel("real environment steps")
     right.set_ylabel("imagined transitions that are wrong [%]")
     right.set_xlim(0, cfg.steps)
@@ -466,11 +361,11 @@ def plot_rollout_length(arms: dict[str, list[dict]], cfg: Config, path: Path, me
 def plot_exploitation(arms: dict[str, list[dict]], cfg: Config, path: Path, meta: dict) -> None:
     fig, axes = new_figure(1, len(arms), width=5.0, height=4.0, sharey=True)
     for ax, (name, runs) in zip(axes[0], arms.items(), strict=True):
-        steps, real = dyna.learning_curves(runs, cfg.exploitation_steps)
-        _band(ax, steps, real, COLORS["real"], "real environment")
+        steps, real = learning_curves(runs, cfg.exploitation_steps)
+        band(ax, steps, real, COLORS["real"], "real environment")
         steps, dreamt = _curve(runs, "imagined_return")
-        _band(ax, steps, dreamt, COLORS["model"], "inside the model")
-        ax.axhline(dyna.SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
+        band(ax, steps, dreamt, COLORS["model"], "inside the model")
+        ax.axhline(SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("real environment steps")
         ax.set_xlim(0, cfg.exploitation_steps)
@@ -500,7 +395,9 @@ def _seeds(cfg: Config) -> str:
 
 def main(cfg: Config) -> dict:
     jobs = plan_jobs(cfg)
-    records, computed = run_all(cfg, jobs)
+    records, computed = run_cached(
+        jobs, run_job, cfg.results_dir, cfg.workers, cfg.backend, cfg.address
+    )
     meta = run_metadata(cfg)
     summary: dict[str, dict] = {}
     tables = []
@@ -515,7 +412,7 @@ def main(cfg: Config) -> dict:
         for job in jobs:
             if job.study == study:
                 arms.setdefault(job.arm, []).append(records[job.key()]["run"])
-        figures = {name: dyna.aggregate(runs) for name, runs in arms.items()}
+        figures = {name: aggregate(runs) for name, runs in arms.items()}
         if study == "rollout_length":
             for name, runs in arms.items():
                 figures[name]["wrong_share"] = float(np.nanmean(_curve(runs, "wrong")[1]))
@@ -532,7 +429,7 @@ def main(cfg: Config) -> dict:
         plot, name = plots[study]
         plot(arms, cfg, cfg.plots_dir / name, meta)
         written.append(cfg.plots_dir / name)
-        table = dyna.format_table(figures, auc_label="mean return")
+        table = format_table(figures, auc_label="mean return")
         tables.append(f"## {study}\n\n{table}\n{_extra_lines(study, figures)}")
         print(f"\n{study}\n{table}\n{_extra_lines(study, figures)}")
     markdown = cfg.results_dir / "summary.md"

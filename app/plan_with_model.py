@@ -15,7 +15,6 @@ trust short imagined rollouts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -43,13 +42,11 @@ from app.common import (
     resolve_device,
     seed_everything,
 )
-from app.data_collection import mixed_policy, random_policy
 from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
+from app.policies import TorchPolicy, mixed_policy, random_policy
 from app.storage import atomic_path, run_metadata
 from app.train_model import load_world_model
 from app.world_model import WorldModel
-
-TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # (B, S) states -> (B,) int64 actions
 
 # CartPole-v1 ends an episode when the cart or the pole crosses these (gymnasium's values).
 X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * np.pi / 360

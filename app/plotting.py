@@ -1,4 +1,5 @@
-"""Plot style and saving, in one place, so every figure in plots/ looks and behaves the same."""
+"""Plot style and saving, in one place, so every figure in plots/ looks and behaves the same; and
+the learning-curve plot that app.agent, app.experiments and app.benchmark share."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from app.runs import SOLVED_RETURN, learning_curves, mean_and_ci  # noqa: E402
 from app.storage import atomic_path  # noqa: E402
 
 # A colour-blind-safe palette (Okabe-Ito); the same arm keeps the same colour in every plot.
@@ -75,15 +77,53 @@ def save_figure(fig: Figure, path: Path, meta: dict | None = None) -> Path:
 
 
 def band(
-    ax, x: np.ndarray, values: np.ndarray, color: str, label: str, low: float = 10, high: float = 90
+    ax,
+    x: np.ndarray,
+    values: np.ndarray,
+    color: str,
+    label: str,
+    clip: tuple[float, float] | None = None,
 ) -> None:
-    """Plot the mean of `values` (R, T) over its first axis with a percentile band."""
-    ax.plot(x, values.mean(axis=0), color=color, label=label, lw=2)
-    ax.fill_between(
-        x,
-        np.percentile(values, low, axis=0),
-        np.percentile(values, high, axis=0),
-        color=color,
-        alpha=0.2,
-        lw=0,
+    """The mean of (R, T) `values` over runs, with the 95% confidence band of that mean (normal
+    approximation; none for one run). Columns with a NaN (not measured) are left out; `clip`
+    keeps the band inside the range the values can take (a return lies in [0, 500])."""
+    measured = ~np.isnan(values).any(axis=0)
+    x, values = np.asarray(x)[measured], values[:, measured]
+    mean, half = mean_and_ci(values)
+    low, high = mean - half, mean + half
+    if clip is not None:
+        low, high = np.clip(low, *clip), np.clip(high, *clip)
+    ax.plot(x, mean, color=color, lw=2, label=label)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
+def draw_learning_curves(ax, arms: dict[str, list[dict]], until: int) -> None:
+    """Evaluation return against real steps on `ax`: mean and 95% confidence band per arm."""
+    for i, (name, runs) in enumerate(arms.items()):
+        steps, returns = learning_curves(runs, until)
+        color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
+        band(ax, steps, returns, color, f"{name} ({len(runs)} seeds)", clip=(0, 500))
+    ax.axhline(SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
+    ax.set_xlabel("real environment steps (evaluation episodes not counted)")
+    ax.set_ylabel("evaluation return\n(mean of 10 greedy episodes)")
+    ax.set_ylim(0, 520)
+    ax.set_xlim(0, until)
+    ax.legend(loc="lower right")
+
+
+def plot_learning_curves(
+    arms: dict[str, list[dict]],
+    path: Path,
+    caption: str,
+    until: int = 10_000,
+    meta: dict | None = None,
+    title: str = "Model-free DQN vs Dyna-DQN on CartPole-v1",
+) -> None:
+    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
+    fig, axes = new_figure(1, 1, width=8.0, height=4.6)
+    draw_learning_curves(axes[0, 0], arms, until)
+    axes[0, 0].set_title(
+        f"{title}; band: 95% confidence interval of the mean over seeds", fontsize=10
     )
+    add_caption(fig, caption)
+    save_figure(fig, path, meta)

@@ -226,8 +226,11 @@ def save_checkpoint(path: Path, kind: str, state_dict: dict, config: dict, **ext
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_checkpoint(path: Path, kind: str, command: str) -> dict[str, Any]:
-    """Load with `weights_only=True` (never unpickle code) and check it is a `kind` checkpoint.
+def load_checkpoint(
+    path: Path, kind: str, command: str, config_keys: dict[str, type] | None = None
+) -> dict[str, Any]:
+    """Load with `weights_only=True` (never unpickle code) and check it is a `kind` checkpoint:
+    a `state_dict` of finite tensors and a `config` dict holding `config_keys` with their types.
 
     `command` is the one that (re)makes the file; every error message names it.
     """
@@ -246,7 +249,24 @@ def load_checkpoint(path: Path, kind: str, command: str) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
         raise UserError(f"{path} is a {found!r} file, expected a {kind!r} checkpoint: {redo}")
-    for name, tensor in payload["state_dict"].items():
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor)
+        for name, tensor in state_dict.items()
+    ):
+        raise UserError(f"{path} holds no state_dict of named tensors: {redo}")
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"{path} lacks the config that rebuilds its network: {redo}")
+    for key, expected in (config_keys or {}).items():
+        value = config.get(key)
+        allowed = (int, float) if expected is float else (expected,)  # 1 is a fine float
+        if not isinstance(value, allowed) or (expected is not bool and isinstance(value, bool)):
+            found = "missing" if key not in config else f"{type(value).__name__} {value!r}"
+            raise UserError(
+                f"{path}: config {key!r} is {found}, expected {expected.__name__}: {redo}"
+            )
+    for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UserError(f"{path}: weight {name!r} holds NaN or inf values: {redo}")
     return payload

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +254,45 @@ def fit_world_model(
     return history
 
 
+class ModelFitter:
+    """A world model fitted, again and again, to a growing replay buffer (phase 5's Dyna agent).
+
+    The first `refit` sets the normalisation statistics from the buffer and trains for
+    `initial_epochs`; each later one is one `train_epoch` on `sample_size` transitions drawn from
+    the buffer, or nothing at all for a frozen model (`refit_each_time` False). A model loaded from
+    a checkpoint counts as `fitted` already.
+
+    Args:
+        buffer (at each refit): anything with `.size`, `.as_batch()` and `.sample(n, generator)`.
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        initial_epochs: int,
+        sample_size: int,
+        refit_each_time: bool,
+        generator: torch.Generator,
+        fitted: bool = False,
+    ) -> None:
+        self.model, self.initial_epochs, self.sample_size = model, initial_epochs, sample_size
+        self.refit_each_time, self.generator, self.fitted = refit_each_time, generator, fitted
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+
+    def refit(self, buffer) -> None:
+        if self.fitted and not self.refit_each_time:
+            return  # a frozen model
+        epochs = 1
+        if not self.fitted:  # first fit: normalisation statistics from the buffer
+            data = buffer.as_batch()
+            self.model.set_normalization(data["state"], data["next_state"], data["terminated"])
+            epochs, self.fitted = self.initial_epochs, True
+        for _ in range(epochs):
+            sample = buffer.sample(min(self.sample_size, buffer.size), self.generator)
+            train_epoch(self.model, self.optimizer, sample, 128, self.generator)
+        self.model.eval()
+
+
 # ----------------------------------------------------------------------------- checkpoint I/O
 
 
@@ -265,7 +304,8 @@ def load_world_model(
     path: Path = CHECKPOINT_PATH, device: torch.device | str = "cpu"
 ) -> WorldModel:
     """Rebuild the model from a checkpoint; any mismatch is one `UserError` naming the fix."""
-    payload = load_checkpoint(path, CHECKPOINT_KIND, TRAIN_COMMAND)
+    keys = {f.name: float if f.type == "float" else int for f in fields(WorldModelConfig)}
+    payload = load_checkpoint(path, CHECKPOINT_KIND, TRAIN_COMMAND, config_keys=keys)
     redo = f"re-create it with `{TRAIN_COMMAND}`"
     try:
         model = build_world_model(payload["config"])

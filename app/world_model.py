@@ -19,6 +19,7 @@ Design, in brief:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -218,11 +219,16 @@ class WorldModelEnsemble(nn.Module):
     Args:
         config: the members' shared architecture.
         size: E, the number of members.
+        max_disagreement: where `trusted_steps` ends an imagined rollout: the first step at which
+            the members' next states differ by more than this many typical one-step changes.
     """
 
-    def __init__(self, config: WorldModelConfig, size: int) -> None:
+    def __init__(
+        self, config: WorldModelConfig, size: int, max_disagreement: float = math.inf
+    ) -> None:
         super().__init__()
         self.config = config
+        self.max_disagreement = max_disagreement
         self.members = nn.ModuleList(WorldModel(config) for _ in range(size))
 
     def set_normalization(self, state, next_state, terminated) -> None:
@@ -264,6 +270,41 @@ class WorldModelEnsemble(nn.Module):
         next_states, _, _ = self.predict(state, action)  # (E, B, S)
         scale = self.members[0].delta_std  # (S,)
         return (next_states.std(dim=0) / scale).amax(dim=-1)
+
+
+@dataclass
+class EnsembleConfig:
+    """Phase 6: the Dyna agent's world model as an ensemble that knows where it is unsure."""
+
+    ensemble_size: int = 1
+    """E: world models in an ensemble (1 = a single model); see --max-disagreement"""
+    max_disagreement: float = math.inf
+    """end an imagined rollout where the ensemble members' next states disagree by more than this
+    (in typical one-step changes; inf = never)"""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "ensemble_size", "max_disagreement")
+
+
+def new_world_model(hidden_size: int, ensemble: EnsembleConfig) -> WorldModel | WorldModelEnsemble:
+    """A fresh world model of width `hidden_size`, or an ensemble of them (phase 6)."""
+    config = WorldModelConfig(hidden_size=hidden_size)
+    if ensemble.ensemble_size > 1:
+        return WorldModelEnsemble(config, ensemble.ensemble_size, ensemble.max_disagreement)
+    return WorldModel(config)
+
+
+def trusted_steps(model: WorldModel | WorldModelEnsemble, rollout) -> torch.Tensor:
+    """(B, k) bool: the steps of an imagined `rollout` (phase 4's `Rollout`) before an ensemble's
+    disagreement first passes its `max_disagreement`: MBPO's answer to compounding error, stop a
+    dream where the models stop agreeing. All True for a single model or an infinite threshold."""
+    limit = getattr(model, "max_disagreement", math.inf)
+    if math.isinf(limit) or not isinstance(model, WorldModelEnsemble):
+        return torch.ones_like(rollout.valid)
+    B, k = rollout.actions.shape
+    flat_states, flat_actions = rollout.states.flatten(0, 1), rollout.actions.flatten(0, 1)
+    spread = model.disagreement(flat_states, flat_actions).view(B, k)
+    return (spread <= limit).int().cumprod(dim=1).bool()
 
 
 # ================================================================================ self-check

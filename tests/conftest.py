@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from app.common import ENV_ID
-from app.data_collection import collect_transitions, random_policy
+from app.data_collection import collect_transitions
+from app.policies import random_policy
 from app.storage import Transitions
 
 REPO = Path(__file__).resolve().parents[1]

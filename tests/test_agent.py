@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from app import agent
 from app.agent import Config, DQNAgent, ReplayBuffer, _train_on_simulated_data
+from app.common import with_settings
 from tests.test_plan_with_model import CountingModel
 
 GAMMA = 0.9
 
 
 def make_agent(**overrides) -> DQNAgent:
-    cfg = replace(Config(), gamma=GAMMA, hidden_size=16, **overrides)
+    cfg = with_settings(Config(), gamma=GAMMA, hidden_size=16, **overrides)
     return DQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
 
 
 def tiny_run(**overrides) -> Config:
-    """A run of a few hundred steps with small networks: seconds, not minutes."""
-    small = dict(eval_episodes=2, hidden_size=16, model_initial_epochs=2, model_train_interval=100)
-    return replace(Config(), **(small | overrides))
+    """A run of a few hundred steps with small networks: seconds, not minutes. Settings by their
+    command-line names (`max_steps`, not `budget.max_steps`)."""
+    small = dict(
+        eval_episodes=2, hidden_size=16, model_initial_epochs=2, model_train_interval=100,
+        min_steps=300, max_steps=300,
+    )  # fmt: skip
+    return with_settings(Config(), **(small | overrides))
 
 
 def constant_q(network: torch.nn.Sequential, values: list[float]) -> None:
@@ -167,7 +169,7 @@ def filled_buffer(size: int = 50, capacity: int = 64) -> ReplayBuffer:
     buffer = ReplayBuffer(capacity, torch.device("cpu"))
     for i in range(size):
         state = np.full(4, -10.0 + i / 100, np.float32)
-        buffer.add(state, i % 2, 1.0, state + 1, False, False, 0)
+        buffer.add(state, i % 2, 1.0, state + 1, False, 0)
     return buffer
 
 
@@ -206,9 +208,7 @@ def test_k_zero_never_touches_the_model(monkeypatch) -> None:
         raise AssertionError("K = 0 must not imagine anything")
 
     monkeypatch.setattr(agent, "_train_on_simulated_data", fail)
-    cfg = tiny_run(
-        planning_steps=0, min_steps=300, max_steps=300, learning_starts=100, eval_interval=150
-    )
+    cfg = tiny_run(planning_steps=0, learning_starts=100, eval_interval=150)
     run = agent.train_dyna_agent(cfg, seed=0)
     assert run["imagined_transitions"] == 0
     assert run["updates"] == 300 - 100 + 1  # one real update per step from learning_starts on
@@ -219,8 +219,6 @@ def test_dyna_run_imagines_k_updates_per_step() -> None:
     cfg = tiny_run(
         planning_steps=2,
         rollout_length=2,
-        min_steps=300,
-        max_steps=300,
         learning_starts=100,
         eval_interval=300,
         model_hidden_size=32,
@@ -249,62 +247,11 @@ def test_same_seed_same_run() -> None:
 def test_replay_buffer_wraps_and_keeps_order() -> None:
     buffer = filled_buffer(size=70, capacity=64)
     assert buffer.size == 64
-    data = buffer.to_transitions()
-    np.testing.assert_allclose(data.state[:, 0], -10.0 + np.arange(6, 70) / 100, rtol=1e-6)
+    stored = buffer.as_batch()["state"][:, 0].numpy()  # rows 64-69 overwrote the oldest six
+    expected = -10.0 + np.r_[np.arange(64, 70), np.arange(6, 64)] / 100
+    np.testing.assert_allclose(stored, expected, rtol=1e-6)
     sample = buffer.sample(16, torch.Generator().manual_seed(0))
     assert sample["state"].shape == (16, 4) and sample["action"].dtype == torch.long
-
-
-def test_run_length_and_stability() -> None:
-    cfg = Config()
-    assert agent.run_length(cfg, None) == cfg.max_steps  # unsolved: keep going to the cap
-    assert agent.run_length(cfg, 2_000) == 10_000
-    assert agent.run_length(cfg, 8_000) == 13_000
-    assert agent.run_length(replace(cfg, max_steps=50_000), 48_000) == 50_000
-    steps = list(range(500, 6_001, 500))
-    returns = [100, 500, 500, 480, 300, 500, 500, 500, 500, 500, 500, 500]
-    run = agent.summarize_run(cfg, 0, steps, returns, 1_000, 1.0, 2.0, 0, 0, None)
-    assert run["stability"] == pytest.approx(0.9)  # 9 of the 10 evaluations after the solve
-    assert run["auc_10k"] == pytest.approx(np.mean(returns))
-
-
-def test_aggregate_median_ignores_nothing() -> None:
-    runs = [
-        {"seed": s, "steps_to_solve": v, "stability": 1.0, "auc_10k": 1.0, "wall_s": 1.0}
-        for s, v in enumerate([1_000, 3_000, None])
-    ]
-    summary = agent.aggregate(runs)
-    assert summary["median_steps"] == 3_000  # an unsolved run counts as slower than any solve
-    assert summary["worst_steps"] is None and summary["solved"] == "2/3"
-
-
-def test_run_many_returns_runs_in_job_order() -> None:
-    """The costliest runs start first, but each run comes back in its job's place."""
-    tiny = tiny_run(min_steps=200, max_steps=200, learning_starts=100, eval_interval=200)
-    jobs = [(replace(tiny, planning_steps=0), 5), (replace(tiny, planning_steps=1), 6)]
-    runs = agent.run_many(jobs, workers=2)
-    assert [(run["planning_steps"], run["seed"]) for run in runs] == [(0, 5), (1, 6)]
-
-
-def test_run_many_in_process_uses_one_thread_like_the_workers(monkeypatch) -> None:
-    """A run's numbers depend on torch's thread count (the order of the sums in a matrix product),
-    so runs made in this process use one thread, as the worker processes do; the caller's thread
-    count comes back afterwards."""
-    seen = []
-
-    def fake_run(cfg, seed):
-        seen.append(torch.get_num_threads())
-        return {"seed": seed}
-
-    monkeypatch.setattr(agent, "train_dyna_agent", fake_run)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        agent.run_many([(tiny_run(), 0), (tiny_run(), 1)], workers=1)
-        assert seen == [1, 1]
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
 
 
 def buffer_of_episodes(lengths: list[int], fell: bool = True) -> ReplayBuffer:
@@ -316,7 +263,7 @@ def buffer_of_episodes(lengths: list[int], fell: bool = True) -> ReplayBuffer:
         for t in range(length):
             state = np.array([row, 0, 0, 0], np.float32)
             last = t == length - 1
-            buffer.add(state, 0, 1.0, state, fell and last, False, episode)
+            buffer.add(state, 0, 1.0, state, fell and last, episode)
             row += 1
     return buffer
 
@@ -333,158 +280,10 @@ def test_terminal_samples_come_first_and_from_terminations() -> None:
     assert not never.sample(64, gen, terminal=16)["terminated"].any()
 
 
-def test_episode_starts() -> None:
-    assert buffer_of_episodes([3, 2, 4]).episode_starts().tolist() == [0, 3, 5]
-
-
-class FallsOnPush(CountingModel):
-    """An imagined pole that falls as soon as the agent pushes right (action 1)."""
-
-    def step(self, state, action):
-        return state.clone(), torch.ones(len(state)), (action == 1).float()
-
-
-@pytest.mark.parametrize(
-    ("learner", "acting", "accepted"), [("left", "right", True), ("right", "left", False)]
-)
-def test_screen_takes_only_a_learner_the_model_rates_at_least_as_good(
-    learner, acting, accepted
-) -> None:
-    q_of = {"left": [2.0, 1.0], "right": [1.0, 2.0]}  # greedy action 0 or 1 in every state
-    dqn = make_agent(screen_interval=100, planning_steps=1)
-    assert dqn.acting_network is not dqn.q_network
-    constant_q(dqn.q_network, q_of[learner])
-    constant_q(dqn.acting_network, q_of[acting])
-    buffer = buffer_of_episodes([10, 10])
-    # Pushing left lasts the whole 20-step horizon in imagination, pushing right 1 step.
-    result = agent.screen_policy(dqn, FallsOnPush(), buffer, horizon=20, num_starts=8)
-    assert result is accepted
-    kept = learner if accepted else acting
-    assert dqn.acting_network(torch.zeros(1, 4))[0].tolist() == q_of[kept]
-    assert dqn.q_network(torch.zeros(1, 4))[0].tolist() == q_of[learner]  # the learner is untouched
-
-
-def test_no_screen_without_a_model_or_when_off() -> None:
-    for overrides in ({"planning_steps": 0}, {"screen_interval": 0}):
-        dqn = make_agent(**overrides)
-        assert dqn.acting_network is dqn.q_network
-
-
-def test_screened_dyna_run_acts_and_is_evaluated_with_the_screened_network(monkeypatch) -> None:
-    cfg = tiny_run(
-        planning_steps=1,
-        min_steps=300,
-        max_steps=300,
-        learning_starts=100,
-        eval_interval=150,
-        model_hidden_size=16,
-        screen_interval=50,
-        screen_horizon=20,
-        screen_starts=4,
-    )
-    screened, acted, evaluated = [], [], []
-
-    def reject(dqn, *args):  # a screen that never lets the learner through
-        screened.append((dqn.acting_network, dqn.q_network))
-        return False
-
-    real_select, real_evaluate = DQNAgent.select_action, agent.evaluate_policy
-
-    def spy_select(self, states, epsilon, network=None):
-        if len(states) == 1:  # the real environment's action
-            acted.append(network)
-        return real_select(self, states, epsilon, network)
-
-    def spy_evaluate(network, seeds, device):
-        evaluated.append(network)
-        return real_evaluate(network, seeds, device)
-
-    monkeypatch.setattr(agent, "screen_policy", reject)
-    monkeypatch.setattr(DQNAgent, "select_action", spy_select)
-    monkeypatch.setattr(agent, "evaluate_policy", spy_evaluate)
-    run = agent.train_dyna_agent(cfg, seed=0)
-    assert run["screens"] == len(screened) == 4  # at steps 149, 199, 249, 299
-    assert run["screens_accepted"] == 0
-    acting, learner = screened[0]
-    assert acting is not learner
-    assert all(net is acting for net in acted) and len(acted) == 300 - 100  # after the warm-up
-    assert evaluated == [acting, acting]
-    assert agent.train_dyna_agent(replace(cfg, planning_steps=0), seed=0)["screens"] == 0
-
-
-def test_model_rests_while_the_latest_real_episode_reached_the_time_limit(monkeypatch) -> None:
-    cfg = tiny_run(
-        planning_steps=1,
-        min_steps=600,
-        max_steps=600,
-        learning_starts=100,
-        eval_interval=600,
-        model_hidden_size=16,
-        screen_interval=10,
-        screen_horizon=5,
-        screen_starts=2,
-    )
-    fell = []  # per finished training episode: did the pole fall (else: the time limit)
-    make = gym.make
-
-    def short_training_env(env_id, **kwargs):
-        if fell or kwargs:  # evaluation environments, made later: unchanged
-            return make(env_id, **kwargs)
-
-        class Recorded(gym.Wrapper):  # episodes of at most 12 steps, some end by the time limit
-            def step(self, action):
-                out = self.env.step(action)
-                if out[2] or out[3]:
-                    fell.append(out[2])
-                return out
-
-        fell.append(True)  # marks the training environment as made
-        return Recorded(make(env_id, max_episode_steps=12))
-
-    screened_after, imagined_after = [], []  # whether the latest episode fell, at each call
-    real_imagine = agent._train_on_simulated_data
-
-    def screen(dqn, *args):
-        screened_after.append(fell[-1])
-        return False
-
-    def imagine(*args):
-        imagined_after.append(fell[-1])
-        return real_imagine(*args)
-
-    monkeypatch.setattr(agent.gym, "make", short_training_env)
-    monkeypatch.setattr(agent, "screen_policy", screen)
-    monkeypatch.setattr(agent, "_train_on_simulated_data", imagine)
-    run = agent.train_dyna_agent(cfg, seed=0)
-    assert True in fell[1:] and False in fell[1:]  # both kinds of episode end happened
-    assert run["screens"] == len(screened_after) and 0 < len(screened_after) < 50  # 50 were due
-    assert all(screened_after)  # never right after an episode that reached the time limit
-    assert all(imagined_after) and 0 < len(imagined_after) < 500  # nor imagined updates
-
-
-def test_imagined_episode_lengths_match_one_long_rollout() -> None:
-    from app.plan_with_model import imagine_rollout
-
-    starts = torch.zeros(5, 4)
-    starts[:, 0] = torch.tensor([-10.0, -4.0, 0.0, 2.0, -30.0])  # episodes of 13, 7, 3, 1, 33 steps
-    push_left = torch.nn.Linear(4, 2)
-    with torch.no_grad():
-        push_left.weight.zero_()
-        push_left.bias.copy_(torch.tensor([1.0, 0.0]))
-    lengths = agent.imagined_episode_lengths(CountingModel(), starts, push_left, 20, chunk=4)
-    whole = imagine_rollout(CountingModel(), starts, lambda s: push_left(s).argmax(1), 20)
-    assert lengths.tolist() == whole.valid.sum(dim=1).tolist() == [13, 7, 3, 1, 20]
-    # Asked to reach more than 5 episodes x 20 steps could give, it stops after the first chunk.
-    early = agent.imagined_episode_lengths(
-        CountingModel(), starts, push_left, 20, give_up_below=101, chunk=4
-    )
-    assert early.tolist() == [4, 4, 3, 1, 4]
-
-
 def test_terminal_rows_follow_additions_and_overwrites() -> None:
     buffer = buffer_of_episodes([3, 3])  # capacity 6, terminations at rows 2 and 5
     assert buffer.terminal_rows().tolist() == [2, 5]
     state = np.zeros(4, np.float32)
     for _ in range(3):  # the ring overwrites rows 0-2, the last of them not a termination
-        buffer.add(state, 0, 1.0, state, False, False, 2)
+        buffer.add(state, 0, 1.0, state, False, 2)
     assert buffer.terminal_rows().tolist() == [5]

@@ -202,7 +202,7 @@ def test_checkpoint_truncated_and_not_overwritten(pipeline: Path, tmp_path: Path
         ("app.train_model", ["--device", "tpu"], "unknown --device"),
         ("app.plan_with_model", ["--horizon", "0"], "--horizon must be positive"),
         ("app.plan_with_model", ["--horizon", "ten"], "expected int"),
-        ("app.agent", ["--planning-steps", "-1"], "--planning-steps (K) must be >= 0"),
+        ("app.agent", ["--planning-steps", "-1"], "--planning-steps must be >= 0"),
         ("app.agent", ["--epsilon-end", "2"], "--epsilon-end must be in [0, 1]"),
         ("app.agent", ["--seeds"], "expected at least one argument"),
         ("app.benchmark", ["--arms", "ppo"], "unknown --arms"),

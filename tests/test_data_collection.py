@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from app.common import ENV_ID, UserError
-from app.data_collection import collect_transitions, mixed_policy, random_policy
+from app.data_collection import collect_transitions
+from app.policies import mixed_policy, random_policy
 from app.storage import Transitions, load_transitions, save_transitions
 
 

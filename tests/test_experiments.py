@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -16,9 +15,9 @@ import pytest
 import torch
 
 from app import agent as dyna
-from app import experiments
+from app import experiments, train_model
 from app.agent import _train_on_simulated_data
-from app.common import ENV_ID
+from app.common import ENV_ID, flat_settings, with_settings
 from app.plan_with_model import (
     Rollout,
     TrueRollout,
@@ -26,10 +25,16 @@ from app.plan_with_model import (
     true_rollout,
     wrong_transitions,
 )
-from app.world_model import WorldModelConfig, WorldModelEnsemble
+from app.runs import spec_key
+from app.world_model import WorldModelConfig, WorldModelEnsemble, trusted_steps
 from tests.conftest import assert_one_line_error, run_in_process
 from tests.test_agent import filled_buffer, make_agent, tiny_run
 from tests.test_plan_with_model import CountingModel
+
+KEYS_BEFORE = {
+    "rollout_length/k=5, ensemble of 3/2": "c3a437db3b5f",
+    "exploitation/frozen model/1": "8da7df7c969d",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -144,10 +149,25 @@ def test_an_option_added_later_keeps_cached_runs_valid(tiny) -> None:
     """`tau` came after runs were cached: at its old-behaviour value it is not in the hash."""
     job = experiments.plan_jobs(replace(tiny, studies=("k_sweep",), k_values=(1,)))[0]
     assert job.agent.tau == 1.0
-    old_fields = [f.name for f in dataclasses.fields(dyna.Config) if f.name != "tau"]
-    OldConfig = dataclasses.make_dataclass("OldConfig", old_fields)  # the config before `tau`
-    old_agent = OldConfig(**{name: getattr(job.agent, name) for name in old_fields})
-    assert job.key() == replace(job, agent=old_agent).key()
+    later = experiments._ADDED_LATER
+    before_tau = {  # the spec as it was hashed before `tau` existed
+        k: v
+        for k, v in flat_settings(job.agent).items()
+        if k not in experiments._NOT_HASHED and k != "tau" and later.get(k, object()) != v
+    }
+    spec = {"agent": before_tau, "probe": job.probe, "seed": job.seed, "version": 1}
+    assert job.key() == spec_key(spec)
+
+
+def test_cache_keys_of_the_default_studies_are_the_ones_runs_were_saved_under() -> None:
+    """The keys of cached runs, as the code computed them before the agent's settings were grouped
+    into budget, screen and ensemble: a rerun of the default studies finds its cached runs."""
+    jobs = experiments.plan_jobs(experiments.Config())
+    keys = {f"{job.study}/{job.arm}/{job.seed}": job.key() for job in jobs}
+    assert keys["k_sweep/K=0/0"] == "3364d6547acf"
+    assert keys["k_sweep/K=1/0"] == "6960fb20e0a4"
+    for name, key in KEYS_BEFORE.items():
+        assert keys[name] == key, name
 
 
 def test_corrupt_cached_run_is_recomputed(tiny, monkeypatch, capsys) -> None:
@@ -193,19 +213,20 @@ def test_ray_backend_without_ray_is_one_line(tmp_path, monkeypatch, capsys) -> N
 # ----------------------------------------------------------------------------- agent options
 
 
-def ensemble_of_two() -> WorldModelEnsemble:
-    return WorldModelEnsemble(WorldModelConfig(hidden_size=16), size=2)
+def ensemble_of_two(max_disagreement: float = math.inf) -> WorldModelEnsemble:
+    return WorldModelEnsemble(WorldModelConfig(hidden_size=16), 2, max_disagreement)
 
 
 def test_trusted_steps_end_a_dream_at_the_first_disagreement() -> None:
-    ensemble = ensemble_of_two()
+    ensemble = ensemble_of_two(max_disagreement=0.5)
     spread = torch.tensor([0.1, 0.9, 0.1, 0.2, 0.2, 0.2])  # 2 dreams x 3 steps
     ensemble.disagreement = lambda states, actions: spread
     rollout = imagine_rollout(CountingModel(), torch.full((2, 4), -9.0), torch.zeros(2, 3), 3)
-    trusted = dyna.trusted_steps(ensemble, rollout, max_disagreement=0.5)
+    trusted = trusted_steps(ensemble, rollout)
     assert trusted.tolist() == [[True, False, False], [True, True, True]]  # no trust after 0.9
-    assert dyna.trusted_steps(ensemble, rollout, math.inf).all()
-    assert dyna.trusted_steps(CountingModel(), rollout, 0.5).all()  # one model: nothing to cut
+    ensemble.max_disagreement = math.inf
+    assert trusted_steps(ensemble, rollout).all()
+    assert trusted_steps(CountingModel(), rollout).all()  # one model: nothing to cut
 
 
 def test_untrusted_dreams_make_no_updates() -> None:
@@ -213,7 +234,7 @@ def test_untrusted_dreams_make_no_updates() -> None:
     batches = []
     dqn.train_on_batch = batches.append
     used = _train_on_simulated_data(
-        dqn, ensemble_of_two(), filled_buffer(), 4, 3, 6, epsilon=0.5, max_disagreement=1e-9
+        dqn, ensemble_of_two(max_disagreement=1e-9), filled_buffer(), 4, 3, 6, epsilon=0.5
     )
     assert used == 0 and batches == []
 
@@ -221,12 +242,10 @@ def test_untrusted_dreams_make_no_updates() -> None:
 @pytest.mark.parametrize("refit, epochs", [(True, 2 + 1 + 1), (False, 2)])
 def test_frozen_model_is_fitted_once(monkeypatch, refit: bool, epochs: int) -> None:
     fitted = []
-    real = dyna.train_epoch
-    monkeypatch.setattr(dyna, "train_epoch", lambda *args: fitted.append(1) or real(*args))
+    real = train_model.train_epoch
+    monkeypatch.setattr(train_model, "train_epoch", lambda *args: fitted.append(1) or real(*args))
     cfg = tiny_run(
         planning_steps=1,
-        min_steps=300,
-        max_steps=300,
         learning_starts=100,
         eval_interval=300,
         model_hidden_size=16,
@@ -240,7 +259,7 @@ def test_frozen_model_is_fitted_once(monkeypatch, refit: bool, epochs: int) -> N
 
 
 def test_probes_do_not_change_the_run(tiny) -> None:
-    cfg = replace(tiny_agent(tiny), planning_steps=1)
+    cfg = with_settings(tiny_agent(tiny), planning_steps=1)
     probe = functools.partial(experiments.measure_model_error, starts=16, threshold=1e-2)
     plain = dyna.train_dyna_agent(cfg, seed=0)
     probed = dyna.train_dyna_agent(cfg, seed=0, probe=probe)
