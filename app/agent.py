@@ -177,8 +177,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator, terminal: int = 0) -> Batch:
-        """B transitions, the fields `train_on_batch` reads: uniformly drawn, except that the first
-        `terminal` rows are drawn from the terminated transitions when there are any."""
+        """B uniformly drawn transitions, except the first `terminal` from the terminations."""
         rows = torch.randint(self.size, (batch_size,), generator=generator).to(self.state.device)
         if terminal > 0:
             ends = self.terminal_rows()
@@ -232,6 +231,7 @@ class DQNAgent:
         # HINT: argmax over dim 1 of the Q-values of `network` (None: self.q_network); draw the
         #       coins (torch.rand) first, then the random actions (torch.randint), both with
         #       generator=self.generator so a seed fixes them; torch.where picks per row.
+        #       Leave the (B,) result in `actions`.
         # ### BEGIN SOLUTION (phase 5: DQNAgent.select_action)
         q_values = (self.q_network if network is None else network)(states)  # (B, A)
         greedy = q_values.argmax(dim=1)  # (B,)
@@ -257,6 +257,7 @@ class DQNAgent:
         # TODO(phase 5): the bootstrapped target, cut only where the episode truly terminated.
         # HINT: self.target_network(next_state).max(dim=1).values is max_a' Q_target(s', a').
         # HINT: for double_q, a' = argmax of self.q_network(next_state); .gather(1, a'[:, None]).
+        # HINT: target = reward + self.gamma * (1 - terminated) * value of s', left in `target`.
         # ### BEGIN SOLUTION (phase 5: DQNAgent.td_target)
         next_q = self.target_network(batch["next_state"])  # (B, A)
         if self.double_q:
@@ -275,7 +276,8 @@ class DQNAgent:
         # TODO(phase 5): regress Q(s, a) of the taken actions onto the TD target; one Adam step.
         # HINT: q_values.gather(1, action[:, None]).squeeze(1) picks Q(s, a) per row.
         # HINT: self.td_loss(prediction, target) is the loss: F.mse_loss (a large error pulls
-        #       harder: rare failures are not outvoted) or F.smooth_l1_loss (Huber).
+        #       harder: rare failures are not outvoted) or F.smooth_l1_loss (Huber). Leave it in
+        #       `loss`; zero_grad, backward and step with self.optimizer.
         # ### BEGIN SOLUTION (phase 5: DQNAgent.train_on_batch)
         target = self.td_target(batch)  # (B,)
         q_values = self.q_network(batch["state"])  # (B, A)
@@ -292,8 +294,7 @@ class DQNAgent:
 
     @torch.no_grad()
     def update_target_network(self) -> None:
-        """target <- (1 - tau) target + tau online (tau = 1 copies exactly: lerp computes the
-        weight-1 end point as `end` itself)."""
+        """target <- (1 - tau) target + tau online (tau = 1: an exact copy, lerp's end point)."""
         online = self.q_network.parameters()
         for target, source in zip(self.target_network.parameters(), online, strict=True):
             target.lerp_(source, self.tau)

@@ -141,8 +141,9 @@ def imagine_rollout(
     # TODO(phase 4): step the model `horizon` times from `start_states`, filling the tensors above.
     # HINT: the action at step t is policy_or_actions[:, t] for a tensor, else
     #       policy_or_actions(state); `model.step` then `model.is_done` give s', r and done.
-    # HINT: `alive` tracks trajectories with no done yet: valid[:, t] = alive, and after a done
-    #       (when stop_at_done) the trajectory stays dead; stop early once none is alive.
+    # HINT: `alive` tracks trajectories with no done yet: valid[:, t] = alive (the done step
+    #       itself is valid), and after a done (when stop_at_done) the trajectory stays dead;
+    #       stop early once none is alive. Fill the tensors above in place: states[:, t] = ...
     # ### BEGIN SOLUTION (phase 4: imagine_rollout)
     state = start_states
     alive = torch.ones(B, dtype=torch.bool, device=device)
@@ -224,8 +225,11 @@ def evaluate_model_accuracy(model: WorldModel, real: RealTrajectories) -> Accura
     # TODO(phase 4): replay the real actions open-loop from the real start states and compare.
     # HINT: imagine_rollout(model, start, actions, H, stop_at_done=False) keeps going past a
     #       predicted done, so every step can be compared with the real episode.
-    # HINT: the error at step h is the mean over S of (imagined s_h - real s_h)^2; set it to NaN
-    #       where real.alive is False (the real episode had ended).
+    # HINT: the error at step h is the mean over S of (imagined s_h - real s_h)^2, in column
+    #       h - 1 of the (B, H) squared_error; the model's s_h is rollout.next_states[:, h - 1].
+    #       Set it to NaN where real.alive[:, 1:] is False (the real episode had ended).
+    # HINT: leave imagined ((B, H + 1, S) numpy: the real s_0, then the model's s_1 .. s_H)
+    #       and squared_error ((B, H) numpy).
     # ### BEGIN SOLUTION (phase 4: evaluate_model_accuracy)
     start = torch.as_tensor(real.states[:, 0], device=device)  # (B, S)
     actions = torch.as_tensor(real.actions, device=device)  # (B, H)

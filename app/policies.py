@@ -99,6 +99,7 @@ def load_q_network(path: Path) -> nn.Sequential:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1].strip()[:140]
-        raise UserError(f"{path} does not match a Q-network of width {hidden_size} "
-                        f"({reason}): {redo}") from None
+        raise UserError(
+            f"{path} does not match a Q-network of width {hidden_size} ({reason}): {redo}"
+        ) from None
     return network.eval()

@@ -155,8 +155,9 @@ def train_epoch(
         rows = order[start : start + batch_size]
         batch = {name: values[rows] for name, values in train.items()}
         # TODO(phase 3): one gradient step on `batch`: compute the loss, backpropagate, update.
-        # HINT: `model.compute_loss(batch)` returns (total, parts); clear old gradients with
-        #       optimizer.zero_grad() before total.backward(), then optimizer.step().
+        # HINT: `model.compute_loss(batch)` returns (total, parts): keep both names, the code
+        #       below sums them. Clear old gradients with optimizer.zero_grad() before
+        #       total.backward(), then optimizer.step(): one step per mini-batch.
         # ### BEGIN SOLUTION (phase 3: train_epoch)
         total, parts = model.compute_loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -182,8 +183,11 @@ def evaluate(model: WorldModel, data: Batch) -> dict[str, float | list[float]]:
     model.eval()
     # TODO(phase 3): the validation step: the loss parts, the 1-step squared error of the
     # predicted next state in raw units, and the done decisions.
-    # HINT: `model.step(state, action)` gives raw-unit next states and done probabilities;
-    #       `model.is_done(probability)` turns probabilities into decisions.
+    # HINT: total, parts = model.compute_loss(data); `model.step(state, action)` gives raw-unit
+    #       next states and done probabilities; `model.is_done(probability)` turns them into
+    #       decisions (its threshold is 0.3, not 0.5).
+    # HINT: leave total, parts, squared_error ((N, S): (predicted s' - real s')^2 in raw units)
+    #       and predicted ((N,) bool); the code below turns them into the metrics.
     # ### BEGIN SOLUTION (phase 3: evaluate)
     total, parts = model.compute_loss(data)
     next_state, _, done_prob = model.step(data["state"], data["action"])

@@ -68,9 +68,10 @@ class WorldModel(nn.Module):
 
         # TODO(phase 2): build `self.encoder` and the heads `self.state_head`, `self.reward_head`,
         # `self.done_head`.
-        # HINT: the encoder reads S + A numbers (state and one-hot action) and has
-        #       `config.num_layers` Linear layers of width H, each followed by nn.SiLU().
-        # HINT: the heads are single Linear layers from H to S, 1 and 1 outputs.
+        # HINT: the encoder is an nn.Sequential that reads S + A numbers (state and one-hot
+        #       action): `config.num_layers` nn.Linear layers of width H, each followed by
+        #       nn.SiLU(), so [Linear(S + A, H), SiLU(), Linear(H, H), SiLU(), ...].
+        # HINT: the heads are single nn.Linear layers from H to S, 1 and 1 outputs.
         # ### BEGIN SOLUTION (phase 2: WorldModel.__init__)
         layers: list[nn.Module] = [nn.Linear(S + A, H), nn.SiLU()]
         for _ in range(config.num_layers - 1):
@@ -119,6 +120,8 @@ class WorldModel(nn.Module):
         # TODO(phase 2): normalise the state, one-hot the action, encode both, apply the heads.
         # HINT: x = (state - self.state_mean) / self.state_std; F.one_hot(action, A).float().
         # HINT: torch.cat([...], dim=-1) joins them; squeeze(-1) turns (B, 1) heads into (B,).
+        # HINT: leave the outputs in delta, reward and done_logit; the done head's output is the
+        #       logit itself (no sigmoid: the loss and `done_probability` apply it).
         # ### BEGIN SOLUTION (phase 2: WorldModel.forward)
         x = (state - self.state_mean) / self.state_std  # (B, S)
         a = F.one_hot(action.long(), self.config.num_actions).to(x.dtype)  # (B, A)
@@ -149,6 +152,8 @@ class WorldModel(nn.Module):
         # HINT: the state target is (next_state - state - self.delta_mean) / self.delta_std.
         # HINT: F.binary_cross_entropy_with_logits(..., pos_weight=self.done_pos_weight) makes the
         #       rare done examples count as much as the common ones; the target must be float.
+        # HINT: leave the three losses in state_loss, reward_loss and done_loss (F.mse_loss for
+        #       the first two); the code below weighs and returns them.
         # ### BEGIN SOLUTION (phase 2: WorldModel.compute_loss)
         delta, reward, done_logit = self(batch["state"], batch["action"])
         target_delta = (batch["next_state"] - batch["state"] - self.delta_mean) / self.delta_std

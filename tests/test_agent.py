@@ -1,17 +1,27 @@
-"""Phase 5 contract: TD targets, epsilon-greedy, the imagined-data path, the Dyna loop."""
+"""Phase 5 contract: TD targets, epsilon-greedy, the imagined-data path, the Dyna loop.
+
+The tests marked `gap(...)` grade the practice gaps (`practice check 5`): hand-computed targets and
+losses, exact SGD steps, a stand-in world model whose imagined episodes end where the test says,
+and spies on the loop that count refits, updates and imagined transitions.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 
-from app import agent
+from app import agent, train_model
 from app.agent import Config, DQNAgent, ReplayBuffer, _train_on_simulated_data
 from app.common import with_settings
+from tests.grading import expect, expect_close, expect_equal
 from tests.test_plan_with_model import CountingModel
 
 GAMMA = 0.9
+SELECT, TARGET, UPDATE = "DQNAgent.select_action", "DQNAgent.td_target", "DQNAgent.train_on_batch"
+IMAGINE, LOOP = "_train_on_simulated_data", "train_dyna_agent"
 
 
 def make_agent(**overrides) -> DQNAgent:
@@ -23,9 +33,13 @@ def tiny_run(**overrides) -> Config:
     """A run of a few hundred steps with small networks: seconds, not minutes. Settings by their
     command-line names (`max_steps`, not `budget.max_steps`)."""
     small = dict(
-        eval_episodes=2, hidden_size=16, model_initial_epochs=2, model_train_interval=100,
-        min_steps=300, max_steps=300,
-    )  # fmt: skip
+        eval_episodes=2,
+        hidden_size=16,
+        model_initial_epochs=2,
+        model_train_interval=100,
+        min_steps=300,
+        max_steps=300,
+    )
     return with_settings(Config(), **(small | overrides))
 
 
@@ -48,6 +62,7 @@ def random_batch(n: int, terminated: bool) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.gap(TARGET)
 def test_td_target_terminated_vs_truncated() -> None:
     dqn = make_agent()
     constant_q(dqn.target_network, [1.0, 2.0])  # max_a' Q_target(s', a') = 2
@@ -63,6 +78,7 @@ def test_td_target_terminated_vs_truncated() -> None:
     np.testing.assert_allclose(dqn.td_target(batch).numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.gap(TARGET)
 def test_td_target_uses_target_network_not_online() -> None:
     dqn = make_agent()
     constant_q(dqn.target_network, [3.0, 0.0])
@@ -77,6 +93,7 @@ def test_td_target_uses_target_network_not_online() -> None:
     assert dqn.td_target(batch).item() == pytest.approx(GAMMA * 3.0)
 
 
+@pytest.mark.gap(TARGET)
 @pytest.mark.parametrize(("double_q", "expected"), [(False, 3.0), (True, 1.0)])
 def test_double_q_lets_the_online_network_pick(double_q: bool, expected: float) -> None:
     dqn = make_agent(double_q=double_q)
@@ -92,6 +109,7 @@ def test_double_q_lets_the_online_network_pick(double_q: bool, expected: float) 
     np.testing.assert_allclose(dqn.td_target(batch).numpy(), [1.0 + GAMMA * expected, 1.0])
 
 
+@pytest.mark.gap(TARGET, UPDATE)
 def test_train_on_batch_moves_q_towards_target() -> None:
     dqn = make_agent(lr=1e-2, target_update_interval=10_000)
     batch = random_batch(32, terminated=True)  # target is exactly the reward, 1
@@ -102,6 +120,7 @@ def test_train_on_batch_moves_q_towards_target() -> None:
     assert dqn.updates == 200
 
 
+@pytest.mark.gap(TARGET, UPDATE)
 @pytest.mark.parametrize(("q_loss", "expected"), [("mse", 50.0), ("huber", 4.75)])
 def test_train_on_batch_loss_by_hand(q_loss: str, expected: float) -> None:
     dqn = make_agent(q_loss=q_loss)
@@ -118,6 +137,7 @@ def test_train_on_batch_loss_by_hand(q_loss: str, expected: float) -> None:
     assert dqn.train_on_batch(batch) == pytest.approx(expected)
 
 
+@pytest.mark.gap(UPDATE)
 def test_target_network_copied_every_interval() -> None:
     dqn = make_agent(target_update_interval=3, tau=1.0)
     batch = random_batch(8, terminated=False)
@@ -134,6 +154,7 @@ def test_target_network_copied_every_interval() -> None:
         assert same == (update % 3 == 0), update
 
 
+@pytest.mark.gap(UPDATE)
 def test_polyak_target_moves_a_tau_fraction_of_the_way() -> None:
     dqn = make_agent(target_update_interval=1, tau=0.25)
     constant_q(dqn.target_network, [0.0, 0.0])
@@ -145,6 +166,33 @@ def test_polyak_target_moves_a_tau_fraction_of_the_way() -> None:
         torch.testing.assert_close(new, 0.75 * old + 0.25 * online)
 
 
+@pytest.mark.gap(UPDATE)
+def test_train_on_batch_is_one_gradient_step_on_the_taken_actions() -> None:
+    """With plain SGD, two updates must equal two hand-made steps: each on the squared error of
+    Q(s, a) for the *taken* action a, with fresh gradients each time."""
+    dqn = make_agent(target_update_interval=10_000)
+    constant_q(dqn.target_network, [1.0, 3.0])  # max Q_target(s', .) = 3
+    dqn.optimizer = torch.optim.SGD(dqn.q_network.parameters(), lr=0.05)
+    reference = copy.deepcopy(dqn.q_network)
+    batches = [random_batch(6, terminated=False), random_batch(4, terminated=False)]
+    for batch in batches:
+        target = batch["reward"] + GAMMA * 3.0
+        q_taken = reference(batch["state"]).gather(1, batch["action"][:, None]).squeeze(1)
+        loss = ((q_taken - target) ** 2).mean()
+        reference.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for weight in reference.parameters():
+                weight -= 0.05 * weight.grad
+        got = dqn.train_on_batch(batch)
+        expect_close(got, loss.item(), "the returned loss (squared TD error of the taken actions)")
+    for (name, got), want in zip(
+        dqn.q_network.named_parameters(), reference.parameters(), strict=True
+    ):
+        expect_close(got, want, f"Q-network weight {name} after 2 SGD updates", rtol=1e-5)
+
+
+@pytest.mark.gap(SELECT)
 @pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
 def test_epsilon_greedy_distribution(epsilon: float) -> None:
     dqn = make_agent()
@@ -154,6 +202,7 @@ def test_epsilon_greedy_distribution(epsilon: float) -> None:
     assert share_greedy == pytest.approx(1 - epsilon + epsilon / 2, abs=0.01)
 
 
+@pytest.mark.gap(SELECT)
 def test_select_action_follows_q_per_state() -> None:
     dqn = make_agent()
     dqn.q_network = torch.nn.Linear(4, 2)  # Q(s, left) = -x, Q(s, right) = x
@@ -163,6 +212,38 @@ def test_select_action_follows_q_per_state() -> None:
         dqn.q_network.weight[:, 0] = torch.tensor([-1.0, 1.0])
     states = torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0], [0.5, 3, 3, 3]])
     assert dqn.select_action(states, 0.0).tolist() == [1, 0, 1]
+
+
+@pytest.mark.gap(SELECT)
+def test_select_action_uses_the_given_network() -> None:
+    """With `network`, the greedy action is that network's (the learner's by default)."""
+    dqn = make_agent()
+    constant_q(dqn.q_network, [1.0, 0.0])  # the learner pushes left
+    other = agent.q_network(16)
+    constant_q(other, [0.0, 1.0])  # the other network pushes right
+    expect_equal(
+        dqn.select_action(torch.zeros(5, 4), 0.0, other).tolist(),
+        [1] * 5,
+        "greedy actions of the network passed in",
+    )
+    expect_equal(
+        dqn.select_action(torch.zeros(5, 4), 0.0).tolist(),
+        [0] * 5,
+        "greedy actions of the learner (no network passed)",
+    )
+
+
+@pytest.mark.gap(SELECT)
+def test_select_action_draws_only_from_the_agent_generator() -> None:
+    """A seed fixes the run: the coins and random actions come from `self.generator`, not from
+    torch's global generator."""
+    first, second = make_agent(), make_agent()  # generators seeded alike
+    constant_q(second.q_network, [0.0, 1.0])
+    constant_q(first.q_network, [0.0, 1.0])
+    a = first.select_action(torch.zeros(200, 4), 0.5)
+    torch.manual_seed(12345)  # moving the global generator must change nothing
+    b = second.select_action(torch.zeros(200, 4), 0.5)
+    expect_equal(a, b, "actions of two agents whose generators have the same seed")
 
 
 def filled_buffer(size: int = 50, capacity: int = 64) -> ReplayBuffer:
@@ -184,6 +265,7 @@ class SpyModel(CountingModel):
         return next_state, torch.full((len(state),), 7.0), done
 
 
+@pytest.mark.gap(IMAGINE)
 def test_simulated_data_uses_model_and_respects_k() -> None:
     dqn = make_agent()
     batches = []
@@ -195,14 +277,109 @@ def test_simulated_data_uses_model_and_respects_k() -> None:
     assert len(batches) == 4  # exactly K updates
     assert SpyModel.calls == 3  # one batched model step per rollout step
     assert used == 4 * 6  # every imagined transition used once: 8 starts x 3 steps
+    buffer_states = set((-10.0 + np.arange(50) / 100).round(4).tolist())
     for batch in batches:
-        assert (batch["reward"] == 7.0).all()  # the model's reward, not the buffer's 1.0
-        assert (batch["state"][:, 0] < -3).all()  # near the real states (x <= -9.5), not at 0
+        expect(bool((batch["reward"] == 7.0).all()), "imagined rewards must be the model's (7)")
         moved = batch["next_state"][:, 0] - batch["state"][:, 0]
-        torch.testing.assert_close(moved, 1.0 + batch["action"].float())  # the model's physics
-        assert not batch["terminated"].any()
+        expect_close(moved, 1.0 + batch["action"].float(), "imagined x' - x (the model's physics)")
+        expect(not batch["terminated"].any(), "no imagined episode ended here")
+    first_states = torch.cat([b["state"][:, 0] for b in batches])
+    starts = {round(x, 4) for x in first_states.tolist()} & buffer_states
+    expect(
+        len(starts) >= 6,
+        "imagined rollouts must start from the buffer's *states* "
+        f"(x in -10.00 .. -9.51); found starts {sorted(starts)[:8]}",
+    )
 
 
+def start_buffer(xs: list[float]) -> ReplayBuffer:
+    """A buffer whose states have cart position x in `xs` (the stand-in model ends an imagined
+    episode once x reaches 3; each step adds 1 + action)."""
+    buffer = ReplayBuffer(len(xs), torch.device("cpu"))
+    for x in xs:
+        state = np.array([x, 0, 0, 0], np.float32)
+        buffer.add(state, 0, 1.0, state, False, 0)
+    return buffer
+
+
+@pytest.mark.gap(IMAGINE)
+def test_imagined_episodes_end_where_the_model_says() -> None:
+    """From x = 1 or 2 the stand-in model's episodes end within 2 steps: the step where the model
+    says done is an imagined *terminal* transition, and nothing after it is learned from."""
+    dqn = make_agent()
+    constant_q(dqn.q_network, [1.0, 0.0])  # greedy: push left (+1 per step)
+    batches = []
+    dqn.train_on_batch = batches.append
+    used = _train_on_simulated_data(
+        dqn,
+        CountingModel(),
+        start_buffer([1.0, 2.0] * 8),
+        num_updates=2,
+        rollout_length=3,
+        batch_size=12,
+        epsilon=0.0,
+    )
+    imagined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    expect(
+        bool((imagined["state"][:, 0] < 3).all()),
+        "a transition from a state after the imagined episode ended (x >= 3) was learned "
+        "from: keep only rollout.valid steps",
+    )
+    done = imagined["next_state"][:, 0] >= 3
+    expect_equal(
+        imagined["terminated"],
+        done,
+        "terminated of each imagined transition (the "
+        "model's done: True where the imagined pole fell)",
+    )
+    expect_equal(used, len(imagined["state"]), "the returned count of imagined transitions")
+
+
+@pytest.mark.gap(IMAGINE)
+def test_imagined_rollouts_explore_with_epsilon() -> None:
+    """The dreams follow the agent's epsilon-greedy policy: with epsilon 1, half the actions are
+    the one the Q-network does not prefer."""
+    dqn = make_agent()
+    constant_q(dqn.q_network, [1.0, 0.0])  # greedy: always 0
+    batches = []
+    dqn.train_on_batch = batches.append
+    _train_on_simulated_data(
+        dqn,
+        CountingModel(),
+        filled_buffer(),
+        num_updates=20,
+        rollout_length=1,
+        batch_size=20,
+        epsilon=1.0,
+    )
+    share = torch.cat([b["action"] for b in batches]).float().mean().item()
+    expect(
+        0.35 < share < 0.65,
+        f"share of action 1 with epsilon 1: expected about 0.5, got {share:.2f}",
+    )
+
+
+@pytest.mark.gap(IMAGINE)
+def test_fewer_imagined_transitions_than_updates() -> None:
+    """Every dream ends at its first step (x starts at 2.5), so 3 transitions feed K = 8 updates:
+    torch.chunk then gives 3 pieces, one update each."""
+    dqn = make_agent()
+    batches = []
+    dqn.train_on_batch = batches.append
+    used = _train_on_simulated_data(
+        dqn,
+        CountingModel(),
+        start_buffer([2.5] * 4),
+        num_updates=8,
+        rollout_length=3,
+        batch_size=1,
+        epsilon=0.0,
+    )
+    expect_equal(used, 3, "imagined transitions (3 starts x 1 step)")
+    expect_equal(len(batches), 3, "Q-updates when only 3 transitions were imagined")
+
+
+@pytest.mark.gap(LOOP)
 def test_k_zero_never_touches_the_model(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("K = 0 must not imagine anything")
@@ -215,6 +392,7 @@ def test_k_zero_never_touches_the_model(monkeypatch) -> None:
     assert run["eval_steps"] == [150, 300]
 
 
+@pytest.mark.gap(IMAGINE, LOOP)
 def test_dyna_run_imagines_k_updates_per_step() -> None:
     cfg = tiny_run(
         planning_steps=2,
@@ -229,6 +407,7 @@ def test_dyna_run_imagines_k_updates_per_step() -> None:
     assert run["imagined_transitions"] > 0
 
 
+@pytest.mark.gap(SELECT, LOOP)
 def test_same_seed_same_run() -> None:
     cfg = tiny_run(
         planning_steps=1,
@@ -242,6 +421,74 @@ def test_same_seed_same_run() -> None:
     assert a["eval_returns"] == b["eval_returns"]
     for name, weights in a["q_weights"].items():
         assert torch.equal(weights, b["q_weights"][name])
+
+
+@pytest.mark.gap(LOOP)
+def test_model_is_refitted_every_interval_and_before_it_imagines(monkeypatch) -> None:
+    """Refits at steps 100, 200 and 300 (learning_starts 100, model_train_interval 100), and at
+    step 100 the refit comes first: the model must be fitted before it imagines."""
+    events = []
+    real_refit, real_imagine = train_model.ModelFitter.refit, agent._train_on_simulated_data
+
+    def refit(self, buffer):
+        events.append(("refit", buffer.size))
+        return real_refit(self, buffer)
+
+    def imagine(agent_, model, buffer, *args):
+        events.append(("imagine", buffer.size))
+        return real_imagine(agent_, model, buffer, *args)
+
+    monkeypatch.setattr(train_model.ModelFitter, "refit", refit)
+    monkeypatch.setattr(agent, "_train_on_simulated_data", imagine)
+    cfg = tiny_run(planning_steps=1, learning_starts=100, eval_interval=300, model_hidden_size=16)
+    agent.train_dyna_agent(cfg, seed=0)
+    refits = [step for kind, step in events if kind == "refit"]
+    expect_equal(refits, [100, 200, 300], "the steps at which the world model was refitted")
+    expect_equal(events[0], ("refit", 100), "the first thing the loop does with the model")
+    imagined = [step for kind, step in events if kind == "imagine"]
+    expect_equal(len(imagined), 201, "steps with imagined updates (every step from 100 to 300)")
+
+
+@pytest.mark.gap(LOOP)
+def test_every_real_step_makes_real_updates_with_terminal_samples(monkeypatch) -> None:
+    """cfg.real_updates Q-updates per real step, each on a batch of cfg.batch_size real
+    transitions, cfg.terminal_samples of them drawn from real terminations."""
+    asked = []
+    real_sample = ReplayBuffer.sample
+
+    def sample(self, batch_size, generator, terminal=0):
+        asked.append((batch_size, terminal))
+        return real_sample(self, batch_size, generator, terminal)
+
+    monkeypatch.setattr(ReplayBuffer, "sample", sample)
+    cfg = tiny_run(
+        planning_steps=0,
+        real_updates=2,
+        learning_starts=100,
+        eval_interval=300,
+        batch_size=24,
+        terminal_samples=5,
+    )
+    run = agent.train_dyna_agent(cfg, seed=0)
+    expect_equal(run["updates"], 2 * (300 - 100 + 1), "Q-updates in 201 learning steps")
+    expect_equal(sorted(set(asked)), [(24, 5)], "real batches asked for: (size, terminal rows)")
+
+
+@pytest.mark.gap(LOOP)
+def test_imagined_total_counts_every_imagined_transition(monkeypatch) -> None:
+    counts = []
+    real_imagine = agent._train_on_simulated_data
+    monkeypatch.setattr(
+        agent, "_train_on_simulated_data", lambda *a: counts.append(real_imagine(*a)) or counts[-1]
+    )
+    cfg = tiny_run(planning_steps=1, learning_starts=100, eval_interval=300, model_hidden_size=16)
+    run = agent.train_dyna_agent(cfg, seed=0)
+    expect(len(counts) > 100 and sum(counts) > 0, f"imagined updates ran {len(counts)} times")
+    expect_equal(
+        run["imagined_transitions"],
+        sum(counts),
+        "the run's imagined_transitions (the sum of what every call returned)",
+    )
 
 
 def test_replay_buffer_wraps_and_keeps_order() -> None:
@@ -274,7 +521,7 @@ def test_terminal_samples_come_first_and_from_terminations() -> None:
     batch = buffer.sample(64, gen, terminal=16)
     assert batch["terminated"][:16].all()
     assert set(batch["state"][:16, 0].tolist()) <= {29.0, 79.0, 99.0}
-    assert batch["terminated"][16:].float().mean() < 0.5  # the rest: uniform (3 rows in 100)
+    assert batch["terminated"][16:].float().mean() < 0.5  # the others: uniform (3 rows in 100)
     # No termination yet (a run that has never failed): uniform, no error.
     never = buffer_of_episodes([40], fell=False)
     assert not never.sample(64, gen, terminal=16)["terminated"].any()

@@ -33,6 +33,8 @@ LEVELS = {
     "experiments": 6,
     "benchmark": 6,
     # commands over all of it
+    "workspace": 6.8,  # practice mode: the files and their gaps
+    "grader": 6.9,  # practice mode: the checks
     "__main__": 7,
     "practice": 7,
 }
@@ -130,3 +132,17 @@ def test_no_private_api_in_teaching_code(path: Path) -> None:
     """A learner copies what they read: no `torch._foreach_*`, no `ray._private`."""
     found = [match[0] for match in PRIVATE.finditer(path.read_text())]
     assert found == []
+
+
+def test_the_dyna_loop_gap_is_the_dyna_idea_alone() -> None:
+    """The learner's loop: real updates, the model refit, K imagined updates, at most ~25 code
+    lines, and no word of the screen in it, its TODO and HINT lines, or the phase-5 tests."""
+    from app.workspace import Workspace, _body
+
+    (region,) = [r for r in Workspace(REPO).regions() if r.name == "train_dyna_agent"]
+    body = _body((REPO / region.file).read_text(), region)
+    code = [line for line in body if line.strip() and not line.strip().startswith("#")]
+    assert len(code) <= 25, len(code)
+    words = re.compile(r"screen|acting|proven|\brests?\b", re.IGNORECASE)
+    assert not words.findall("".join(body) + "\n".join(region.hints))
+    assert not words.findall((REPO / "tests" / "test_agent.py").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from app.plan_with_model import (
@@ -13,6 +14,9 @@ from app.plan_with_model import (
     save_dream_gif,
 )
 from app.world_model import WorldModel, WorldModelConfig
+from tests.grading import expect, expect_close, expect_equal, expect_shape
+
+ROLLOUT, ACCURACY = "imagine_rollout", "evaluate_model_accuracy"
 
 
 class CountingModel(torch.nn.Module):
@@ -33,39 +37,46 @@ class CountingModel(torch.nn.Module):
         return probability >= 0.5
 
 
+@pytest.mark.gap(ROLLOUT)
 def test_rollout_shapes_with_real_model() -> None:
     model = WorldModel(WorldModelConfig(hidden_size=32))
     policy = lambda states: torch.zeros(len(states), dtype=torch.long)  # noqa: E731
     rollout = imagine_rollout(model, torch.randn(6, 4), policy, horizon=5, stop_at_done=False)
-    assert rollout.states.shape == rollout.next_states.shape == (6, 5, 4)
-    for name in ("actions", "rewards", "dones", "valid"):
-        assert getattr(rollout, name).shape == (6, 5), name
-    assert rollout.actions.dtype == torch.long and rollout.valid.dtype == torch.bool
-    assert rollout.valid.all()
-    torch.testing.assert_close(rollout.states[:, 1:], rollout.next_states[:, :-1])
+    expect_shape(rollout.states, (6, 5, 4), "rollout.states")
+    expect_shape(rollout.next_states, (6, 5, 4), "rollout.next_states")
+    expect_shape(rollout.actions, (6, 5), "rollout.actions", torch.long)
+    expect_shape(rollout.valid, (6, 5), "rollout.valid", torch.bool)
+    for name in ("rewards", "dones"):
+        expect_shape(getattr(rollout, name), (6, 5), f"rollout.{name}")
+    expect(bool(rollout.valid.all()), "with stop_at_done=False every step must be valid")
+    expect_close(rollout.states[:, 1:], rollout.next_states[:, :-1], "state t+1 = next_state t")
 
 
+@pytest.mark.gap(ROLLOUT)
 def test_rollout_stops_each_trajectory_at_done() -> None:
     start = torch.zeros(3, 4)
     start[:, 0] = torch.tensor([0.0, 1.0, 2.0])  # reaches x = 3 after 3, 2 and 1 steps
     policy = lambda states: torch.zeros(len(states), dtype=torch.long)  # noqa: E731
     rollout = imagine_rollout(CountingModel(), start, policy, horizon=5)
     expected_valid = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]]).bool()
-    torch.testing.assert_close(rollout.valid, expected_valid)
+    expect_equal(rollout.valid, expected_valid, "valid: every step up to and including the done")
     done_steps = (rollout.dones & rollout.valid).nonzero().tolist()
-    assert done_steps == [[0, 2], [1, 1], [2, 0]]  # exactly one done per trajectory, at its end
-    torch.testing.assert_close(
-        rollout.next_states[:, :, 0][rollout.valid], torch.tensor([1.0, 2.0, 3.0, 2.0, 3.0, 3.0])
-    )
+    expect_equal(done_steps, [[0, 2], [1, 1], [2, 0]], "the (row, step) of each valid done")
+    reached = rollout.next_states[:, :, 0][rollout.valid]
+    expect_close(reached, [1.0, 2.0, 3.0, 2.0, 3.0, 3.0], "cart position x of the valid steps")
 
 
+@pytest.mark.gap(ROLLOUT)
 def test_rollout_follows_given_actions() -> None:
-    actions = torch.tensor([[1, 0, 1]])
-    rollout = imagine_rollout(CountingModel(), torch.full((1, 4), -10.0), actions, horizon=3)
-    torch.testing.assert_close(rollout.actions, actions)
-    torch.testing.assert_close(rollout.next_states[0, :, 0], torch.tensor([-8.0, -7.0, -5.0]))
+    """A (B, H) tensor of actions: row b takes actions[b, t] at step t (B = 2, H = 3)."""
+    actions = torch.tensor([[1, 0, 1], [0, 0, 1]])
+    rollout = imagine_rollout(CountingModel(), torch.full((2, 4), -10.0), actions, horizon=3)
+    expect_equal(rollout.actions, actions, "the actions taken")
+    expected = torch.tensor([[-8.0, -7.0, -5.0], [-9.0, -8.0, -6.0]])  # x moves by 1 + action
+    expect_close(rollout.next_states[:, :, 0], expected, "next cart positions x")
 
 
+@pytest.mark.gap(ROLLOUT)
 def test_rollout_policy_sees_current_state() -> None:
     seen = []
 
@@ -74,27 +85,41 @@ def test_rollout_policy_sees_current_state() -> None:
         return torch.zeros(len(states), dtype=torch.long)
 
     imagine_rollout(CountingModel(), torch.full((2, 4), -5.0), policy, horizon=3)
-    torch.testing.assert_close(torch.stack(seen)[:, 0], torch.tensor([-5.0, -4.0, -3.0]))
+    expect_close(torch.stack(seen)[:, 0], [-5.0, -4.0, -3.0], "x the policy saw at steps 0, 1, 2")
 
 
-def test_accuracy_hand_computed() -> None:
-    """Real states stand still; the model moves x by 1 a step: error h^2 / S at step h."""
+def moving_episodes() -> RealTrajectories:
+    """Two real episodes whose cart moves 0.5 per step (the stand-in model moves it by 1), far
+    from the model's done line; episode 1 ends after reaching s_2."""
     B, H, S = 2, 4, 4
     states = np.zeros((B, H + 1, S), np.float32)
-    states[:, :, 0] = -100.0  # far from the model's done line
+    states[:, :, 0] = -100.0 + 0.5 * np.arange(H + 1)
     alive = np.ones((B, H + 1), bool)
-    alive[1, 3:] = False  # episode 1 ended after reaching s_2
-    real = RealTrajectories(states, np.zeros((B, H), np.int64), alive)
-    accuracy = evaluate_model_accuracy(CountingModel(), real)
-    expected = np.array([[1, 4, 9, 16], [1, 4, np.nan, np.nan]]) / S
-    np.testing.assert_allclose(accuracy.squared_error, expected)
+    alive[1, 3:] = False
+    states[1, 3:] = states[1, 2]  # padded after the end, as collect_real_trajectories does
+    return RealTrajectories(states, np.zeros((B, H), np.int64), alive)
+
+
+@pytest.mark.gap(ACCURACY)
+def test_accuracy_hand_computed() -> None:
+    """Column h - 1 of the (B, H) error is step h: the model's s_h against the real s_h. The
+    model's x is -100 + h, the real one -100 + 0.5 h: error (0.5 h)^2 / S, NaN once ended."""
+    accuracy = evaluate_model_accuracy(CountingModel(), moving_episodes())
+    h = np.arange(1, 5)
+    expected = np.array([(0.5 * h) ** 2, [0.25, 1.0, np.nan, np.nan]]) / 4
+    expect_close(
+        accuracy.squared_error, expected,
+        "squared_error[b, h-1]: mean over the 4 state variables of (imagined s_h - real s_h)^2, "
+        "NaN where the real episode had ended",
+    )  # fmt: skip
     summary = accuracy.per_step()
-    np.testing.assert_array_equal(summary["count"], [2, 2, 1, 1])
-    np.testing.assert_allclose(summary["mean"], np.array([1, 4, 9, 16]) / S)
-    assert first_crossing(summary["step"], summary["mean"], threshold=2.0) == 3
+    expect_equal(list(summary["count"]), [2, 2, 1, 1], "episodes counted per step")
+    assert first_crossing(summary["step"], summary["mean"], threshold=0.5) == 3
     assert first_crossing(summary["step"], summary["mean"], threshold=100.0) is None
+    expect_close(accuracy.imagined_states[0, :, 0], -100.0 + np.arange(5), "imagined x, s_0..s_4")
 
 
+@pytest.mark.gap(ACCURACY)
 def test_accuracy_of_perfect_model_is_zero() -> None:
     """Open-loop replay must continue past a predicted done: a perfect copy gives zero error."""
 
@@ -105,7 +130,10 @@ def test_accuracy_of_perfect_model_is_zero() -> None:
     states = np.random.default_rng(0).normal(size=(3, 6, 4)).astype(np.float32)
     states[:] = states[:, :1]
     real = RealTrajectories(states, np.zeros((3, 5), np.int64), np.ones((3, 6), bool))
-    assert np.nanmax(evaluate_model_accuracy(Copy(), real).squared_error) == 0.0
+    expect_close(
+        evaluate_model_accuracy(Copy(), real).squared_error, np.zeros((3, 5)),
+        "the error of a model that is exact but predicts 'done' at every step",
+    )  # fmt: skip
 
 
 def test_dream_gif_is_a_small_animation(tmp_path) -> None:

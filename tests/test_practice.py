@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from app import practice
 from app.common import UserError
 from app.practice import Workspace, parse_regions, replace_bodies, to_exercise
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, run_module, start_interruptible
 
 FILES = ["app/world_model.py", "app/train_model.py", "app/plan_with_model.py", "app/agent.py"]
 EXPECTED_REGIONS = {
@@ -246,10 +249,161 @@ def test_exercise_commands_name_the_todo(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["bogus"], ["answer", "x"], ["check", "9"], ["reveal", "no_such_function"]]
+    "argv",
+    [
+        ["bogus"],
+        ["answer", "x"],
+        ["check", "9"],
+        ["check", "no_such_gap"],
+        ["check", "2", "--timeout", "0"],
+        ["reveal", "no_such_function"],
+        ["reset", "app/no_such_file.py"],
+    ],
 )
 def test_practice_bad_input_is_one_line(argv: list[str], tmp_path: Path, capsys) -> None:
     shutil.copytree(REPO / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
     assert practice.main(argv, root=tmp_path) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+# ----------------------------------------------------------------------------- the grader itself
+
+
+def test_check_shows_progress_test_by_test_and_grades_one_gap(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    result = run_module("app.practice", "check", "forward", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Checking WorldModel.forward (phase 2): WorldModel.forward"
+    progress = [line for line in lines if re.match(r"\s+\[\s*\d+/\d+\] ok ", line)]
+    assert len(progress) >= 4  # one line per test, as each one finishes
+    assert not any("compute_loss_hand" in line for line in progress)  # only tests of forward
+    state = json.loads((tmp_path / ".practice" / "state.json").read_text())
+    assert state == {"passed": []}  # a single gap does not pass its phase
+
+
+def test_failure_screen_names_the_gap_expected_got_hints_and_reveal(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    path = tmp_path / "app/world_model.py"
+    path.write_text(path.read_text().replace(", pos_weight=self.done_pos_weight\n", "\n", 1))
+    result = run_module("app.practice", "check", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "FAIL  test_compute_loss_hand_computed" in out
+    assert "in    WorldModel.compute_loss (app/world_model.py, phase 2)" in out
+    assert "the done loss" in out and "expected 1.15525" in out and "got      0.693147" in out
+    assert "HINT: F.binary_cross_entropy_with_logits(..., pos_weight=self.done_pos_weight)" in out
+    assert "`uv run python -m app.practice reveal WorldModel.compute_loss`" in out
+    assert "Traceback" not in out + result.stderr
+
+
+def assert_one_line(result, *fragments: str) -> None:
+    assert result.returncode not in (0, 1), (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_an_endless_loop_ends_in_one_line_naming_the_gap(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    path = tmp_path / "app/agent.py"
+    original = path.read_text()
+    looping = original.replace(
+        "            for _ in range(cfg.real_updates):  # learn from real experience\n",
+        "            while True:  # learn from real experience\n",
+    )
+    assert looping != original
+    path.write_text(looping)
+    result = run_module("app.practice", "check", "train_dyna_agent", "--timeout", "4", cwd=tmp_path)
+    assert_one_line(result, "did not finish within 4 s", "endless loop in train_dyna_agent")
+    assert path.read_text() == looping  # the learner's code is untouched
+
+
+def test_ctrl_c_stops_a_check_at_once(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    process = start_interruptible(["app.practice", "check", "5"], tmp_path)
+    assert process.stdout.readline().startswith("Checking Phase 5")
+    time.sleep(3)  # inside the tests
+    started = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and time.perf_counter() - started < 5, (out, err)
+    assert err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C)")
+
+
+def test_a_syntax_error_names_file_line_and_gap(tmp_path: Path, capsys) -> None:
+    copy_project(tmp_path)
+    path = tmp_path / "app/plan_with_model.py"
+    text = path.read_text()
+    path.write_text(
+        text.replace("    for t in range(horizon):\n", "    for t in range(horizon)\n", 1)
+    )
+    assert practice.main(["check", "4"], root=tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(r"error: app/plan_with_model.py:\d+: ", err[0]), err
+    assert "in your imagine_rollout, phase 4" in err[0]
+
+
+def test_a_deleted_module_is_named_and_reset_brings_it_back(tmp_path: Path, capsys) -> None:
+    ws = Workspace(copy_project(tmp_path))
+    practice.start(ws)
+    learner_edits(ws)  # work in another file, which must survive
+    (tmp_path / "app/agent.py").unlink()
+    for argv in (["check", "5"], ["status"]):
+        assert practice.main(argv, root=tmp_path) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "app/agent.py is missing" in err[0], err
+        assert "reset app/agent.py" in err[0]
+    assert practice.main(["reset", "app/agent.py"], root=tmp_path) == 0
+    assert "Restored the missing app/agent.py" in capsys.readouterr().out
+    assert (tmp_path / "app/agent.py").read_text() == (REPO / "app/agent.py").read_text()
+    assert f"{EDIT} A" in (tmp_path / "app/plan_with_model.py").read_text()  # untouched
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"passed": "2"}', "[1, 2]"])
+def test_a_damaged_state_file_is_one_line_and_loses_nothing(
+    tmp_path: Path, capsys, content
+) -> None:
+    ws = Workspace(copy_project(tmp_path))
+    practice.start(ws)
+    learner_edits(ws)
+    before = (tmp_path / "app/plan_with_model.py").read_text()
+    (tmp_path / ".practice" / "state.json").write_text(content)
+    for argv in (["status"], ["check", "2"], ["answer", "2"]):
+        assert practice.main(argv, root=tmp_path) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "state.json is damaged" in err[0] and "rm .practice" in err[0]
+    assert (tmp_path / "app/plan_with_model.py").read_text() == before
+
+
+def test_state_is_written_atomically(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.save_state({"passed": [2, 3]})
+    assert ws.load_state() == {"passed": [2, 3]}
+    assert [p.name for p in (tmp_path / ".practice").iterdir()] == ["state.json"]  # no temp left
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (("# ### END SOLUTION", "# ## END SOLUTION"), "malformed solution marker"),
+        (("# ### END SOLUTION\n", ""), "has no END SOLUTION line"),
+        (("# ### BEGIN SOLUTION (phase 2: WorldModel.forward)", "# BEGIN SOLUTION"), "malformed"),
+    ],
+)
+def test_a_damaged_marker_names_the_line_and_the_repair(tmp_path: Path, capsys, damage, says):
+    ws = Workspace(copy_project(tmp_path))
+    practice.start(ws)
+    path = tmp_path / "app/world_model.py"
+    path.write_text(path.read_text().replace(*damage, 1))
+    damaged = path.read_text()
+    assert practice.main(["check", "2"], root=tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(r"error: app/world_model.py:\d+: ", err[0]), err
+    assert says in err[0] and "reset app/world_model.py" in err[0]
+    assert path.read_text() == damaged
+    assert practice.main(["reset", "app/world_model.py"], root=tmp_path) == 0  # the repair works
+    assert any(p.read_text() == damaged for p in (tmp_path / ".practice").rglob("world_model.py"))

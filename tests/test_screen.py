@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import pytest
 import torch
 
 from app import agent, screen
 from app.agent import DQNAgent
 from app.plan_with_model import imagine_rollout
 from app.screen import ModelScreen, NoScreen, ScreenConfig, make_screen
+from tests.grading import expect
 from tests.test_agent import buffer_of_episodes, constant_q, make_agent, tiny_run
 from tests.test_plan_with_model import CountingModel
 
@@ -110,7 +112,10 @@ def with_k(cfg, k):
     return with_settings(cfg, planning_steps=k)
 
 
+@pytest.mark.gap("train_dyna_agent")
 def test_model_rests_while_the_latest_real_episode_reached_the_time_limit(monkeypatch) -> None:
+    """After an episode that reached the time limit, `imagine_now` is False: no imagined
+    updates (and no screen) until the next episode that fails."""
     cfg = tiny_run(
         planning_steps=1, min_steps=600, max_steps=600, learning_starts=100, eval_interval=600,
         model_hidden_size=16, screen_interval=10, screen_horizon=5, screen_starts=2,
@@ -148,9 +153,13 @@ def test_model_rests_while_the_latest_real_episode_reached_the_time_limit(monkey
     monkeypatch.setattr(agent, "_train_on_simulated_data", imagine)
     run = agent.train_dyna_agent(cfg, seed=0)
     assert True in fell[1:] and False in fell[1:]  # both kinds of episode end happened
+    expect(
+        all(imagined_after) and 0 < len(imagined_after) < 500,
+        "imagined updates ran right after an episode that reached the time limit: the loop must "
+        "imagine only when `imagine_now` is True",
+    )
     assert run["screens"] == len(screened_after) and 0 < len(screened_after) < 50  # 50 were due
     assert all(screened_after)  # never right after an episode that reached the time limit
-    assert all(imagined_after) and 0 < len(imagined_after) < 500  # nor imagined updates
 
 
 def test_imagined_episode_lengths_match_one_long_rollout() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +22,9 @@ from app.train_model import (
     train_epoch,
 )
 from app.world_model import WorldModel, WorldModelConfig
+from tests.grading import expect, expect_close
+
+TRAIN, EVALUATE = "train_epoch", "evaluate"
 
 
 def small_model() -> WorldModel:
@@ -53,6 +59,51 @@ def train_val(random_transitions):
     )
 
 
+class Tiny(WorldModel):
+    """A 4-unit world model whose weights are easy to follow through a few SGD steps."""
+
+    def __init__(self) -> None:
+        super().__init__(WorldModelConfig(hidden_size=4, num_layers=1))
+
+
+def tiny_data(rows: int = 6) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    state = torch.randn(rows, 4, generator=generator)
+    return {
+        "state": state,
+        "action": torch.arange(rows) % 2,
+        "reward": torch.ones(rows),
+        "next_state": state + 0.1 * torch.randn(rows, 4, generator=generator),
+        "terminated": torch.arange(rows) % 3 == 0,
+    }
+
+
+@pytest.mark.gap(TRAIN)
+def test_train_epoch_is_one_sgd_step_per_mini_batch() -> None:
+    """Plain SGD makes every step visible: after an epoch of 2 mini-batches (4 rows, then 2) the
+    weights must be those of 2 steps, each on the gradient of its own batch alone."""
+    data = tiny_data()
+    model = Tiny()
+    model.set_normalization(data["state"], data["next_state"], data["terminated"])
+    expected = copy.deepcopy(model)
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(7))
+    losses = []
+    for rows in (order[:4], order[4:]):  # the reference: zero, backward, step, per batch
+        total, parts = expected.compute_loss({k: v[rows] for k, v in data.items()})
+        expected.zero_grad()
+        total.backward()
+        with torch.no_grad():
+            for weight in expected.parameters():
+                weight -= 0.1 * weight.grad
+        losses.append(total.item())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    means = train_epoch(model, optimizer, data, 4, torch.Generator().manual_seed(7))
+    for (name, got), want in zip(model.named_parameters(), expected.parameters(), strict=True):
+        expect_close(got, want, f"weight {name} after one epoch of 2 SGD steps", rtol=1e-5)
+    expect_close(means["total"], np.mean(losses), "the epoch's mean total loss (over 2 batches)")
+
+
+@pytest.mark.gap(TRAIN, EVALUATE)
 def test_train_epoch_lowers_validation_loss(train_val) -> None:
     train, val = train_val
     model = small_model()
@@ -62,34 +113,52 @@ def test_train_epoch_lowers_validation_loss(train_val) -> None:
     generator = torch.Generator().manual_seed(0)
     losses = [train_epoch(model, optimizer, train, 64, generator)["total"] for _ in range(5)]
     after = evaluate(model, val)
-    assert losses[-1] < losses[0]
-    assert after["state_mse_raw"] < 0.2 * before["state_mse_raw"]
-    assert after["total"] < before["total"]
+    expect(losses[-1] < losses[0], f"the training loss did not fall over 5 epochs: {losses}")
+    expect(
+        after["state_mse_raw"] < 0.2 * before["state_mse_raw"],
+        f"validation state MSE fell only from {before['state_mse_raw']:.2e} to "
+        f"{after['state_mse_raw']:.2e} in 5 epochs",
+    )
+    expect(after["total"] < before["total"], "the validation loss did not fall")
 
 
+@pytest.mark.gap(EVALUATE)
 def test_evaluate_metrics_hand_checked() -> None:
-    """A model whose heads output 0 predicts s' = s + delta_mean and P(done) = 1/(1+pos_weight)."""
+    """Heads that output 0 predict s' = s + delta_mean (raw units) whatever delta_std is, and a
+    calibrated done probability of 0.4: above the model's 0.3 rule, below 0.5."""
     model = small_model()
     with torch.no_grad():
         for head in (model.state_head, model.reward_head, model.done_head):
             for parameter in head.parameters():
                 parameter.zero_()
-        model.done_head.bias.fill_(10.0)  # calibrated probability ~1: always "done"
-    state = torch.zeros(4, 4)
+        model.delta_mean.copy_(torch.tensor([0.1, 0.0, -0.2, 0.0]))
+        model.delta_std.copy_(torch.tensor([0.5, 2.0, 0.1, 0.25]))
+        model.done_pos_weight.fill_(3.0)
+        model.done_head.bias.fill_(math.log(3.0) + math.log(0.4 / 0.6))  # calibrated P = 0.4
+    state = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, -0.5, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0]] * 2)
+    change = torch.tensor([[0.1, 0.3, -0.2, 0.0], [0.0, 0.0, 0.0, 0.4], [0.1, 0.0, -0.2, 0.2]] * 2)
     data = {
         "state": state,
-        "action": torch.zeros(4, dtype=torch.long),
-        "reward": torch.ones(4),
-        "next_state": state + torch.tensor([0.0, 0.0, 0.0, 0.2]),
-        "terminated": torch.tensor([True, False, False, False]),
+        "action": torch.zeros(6, dtype=torch.long),
+        "reward": torch.ones(6),
+        "next_state": state + change,
+        "terminated": torch.tensor([True, False, False, False, False, False]),
     }
     metrics = evaluate(model, data)
-    assert metrics["state_mse_raw"] == pytest.approx(0.04 / 4)
-    np.testing.assert_allclose(metrics["state_mse_raw_per_dim"], [0, 0, 0, 0.04], atol=1e-9)
-    assert metrics["done_recall"] == 1.0
-    assert metrics["done_precision"] == 0.25
+    error = (change - model.delta_mean) ** 2  # raw units: the prediction is s + delta_mean
+    expect_close(metrics["state_mse_raw"], error.mean().item(), "state_mse_raw (raw units)")
+    expect_close(
+        metrics["state_mse_raw_per_dim"], error.mean(0), "state_mse_raw_per_dim (one per variable)"
+    )
+    total, parts = model.compute_loss(data)
+    expect_close(metrics["total"], total.item(), "the validation total loss (compute_loss)")
+    expect_close(metrics["done"], parts["done"].item(), "the validation done loss")
+    # P(done) = 0.4 everywhere: model.is_done says "done" for every row (0.4 >= 0.3)
+    expect_close(metrics["done_recall"], 1.0, "done recall (the model's rule: P >= 0.3)")
+    expect_close(metrics["done_precision"], 1 / 6, "done precision (the model's rule: P >= 0.3)")
 
 
+@pytest.mark.gap(TRAIN, EVALUATE)
 def test_fit_keeps_best_validation_weights(train_val) -> None:
     train, val = train_val
     model = small_model()
@@ -105,7 +174,7 @@ def test_fit_keeps_best_validation_weights(train_val) -> None:
         show_progress=False,
     )
     best = min(row["val"]["total"] for row in history)
-    assert evaluate(model, val)["total"] == pytest.approx(best, rel=1e-5)
+    expect_close(evaluate(model, val)["total"], best, "validation loss of the kept weights")
 
 
 def test_fit_stops_on_nan(random_transitions) -> None:
