@@ -3,19 +3,17 @@
     uv run python -m app.agent                 # DQN (K=0) vs Dyna-DQN (K=10), 3 seeds each
     uv run python -m app.agent --seeds 0 1 2 3 4 --planning-steps 5
 
-Reads nothing by default (`--warm-start`: checkpoints/world_model.pt, whose 10,000 transitions are
-not counted as real steps). Writes plots/dqn_vs_dyna.png (evaluation return against real steps,
-mean and 95% confidence band over seeds), results/agent.json (every run's curve and figures) and
-checkpoints/dqn.pt (the Dyna agent's Q-network, first seed, for `app.data_collection --policy
-epsilon_greedy`).
+Reads nothing (`--warm-start`: checkpoints/world_model.pt; its data are not counted as real steps).
+Writes plots/dqn_vs_dyna.png (evaluation return against real steps, mean and 95% band over seeds),
+results/agent.json (every run's curve and figures) and checkpoints/dqn.pt (the Dyna agent's
+Q-network, first seed, for `app.data_collection --policy epsilon_greedy`).
 
 The Dyna loop (Sutton & Barto, chapter 8), one code path for both arms: every real step goes into
 the replay buffer and feeds a Q-learning update; with K > 0 the agent also refits its world model
 on its own buffer every `model_train_interval` steps (phase 3's training epoch), rolls the model out
 for k = `rollout_length` steps from real start states with its current policy (phase 4's
 `imagine_rollout`), and makes K more Q-updates on those imagined transitions. K = 0 is plain DQN.
-Around the loop, outside the code you write: the model screen (app/screen.py), which picks the
-network that acts, and the measurement of a run (app/runs.py).
+Around the loop, not yours to write: the model screen (app/screen.py), measurement (app/runs.py).
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from app.common import (
     cli,
     configure_threads,
     require,
+    require_memory,
     require_non_negative,
     require_positive,
     require_probability,
@@ -50,8 +49,8 @@ from app.plotting import plot_learning_curves
 from app.policies import q_network, save_q_network
 from app.runs import Budget, Evaluations, Probe, aggregate, format_table, run_all
 from app.screen import ScreenConfig, make_screen
-from app.storage import run_metadata, save_json
-from app.train_model import ModelFitter, load_world_model
+from app.storage import require_writable, run_metadata, save_json
+from app.train_model import ModelFitter, load_world_model, network_bytes
 from app.world_model import EnsembleConfig, WorldModel, new_world_model, trusted_steps
 
 Batch = dict[str, torch.Tensor]
@@ -137,6 +136,10 @@ class Config:
         require_non_negative(self, "planning_steps", "real_updates", "learning_starts")
         require_probability(self, "epsilon_start", "epsilon_end", "gamma", "tau")
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
+        E, buffer = self.ensemble.ensemble_size, min(self.buffer_size, self.budget.max_steps)
+        run = network_bytes(self.model_hidden_size, 3, min(self.model_sample, buffer), E)
+        run += 3 * network_bytes(self.hidden_size, 2, self.batch_size) + 48 * buffer
+        require_memory(run * min(self.workers, 2 * len(self.seeds)), "runs of these sizes")
         require(self.q_loss in Q_LOSSES, f"--q-loss must be huber or mse, got {self.q_loss!r}")
         require(
             0 <= self.terminal_samples <= self.batch_size,
@@ -201,21 +204,18 @@ class ReplayBuffer:
 
 
 class DQNAgent:
-    """A Q-network, its target network and optimiser, as `cfg` says, on `device`; `generator`
-    draws the exploration coins and random actions (seeded by the run)."""
+    """A Q-network, its target network and optimiser, as `cfg` says; `generator` (seeded by the
+    run) draws the exploration coins and random actions."""
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator) -> None:
         self.q_network = q_network(cfg.hidden_size).to(device)
         self.target_network = q_network(cfg.hidden_size).to(device)
         self.target_network.load_state_dict(self.q_network.state_dict())
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.lr, fused=True)
-        self.gamma = cfg.gamma
-        self.double_q = cfg.double_q
+        self.gamma, self.double_q, self.tau = cfg.gamma, cfg.double_q, cfg.tau
         self.target_update_interval = cfg.target_update_interval
-        self.tau = cfg.tau
         self.td_loss = Q_LOSSES[cfg.q_loss]  # (prediction, target) -> scalar
-        self.generator = generator
-        self.updates = 0
+        self.generator, self.updates = generator, 0
 
     @torch.no_grad()
     def select_action(
@@ -449,12 +449,12 @@ def train_dyna_agent(cfg: Config, seed: int, probe: Probe | None = None) -> dict
 
 
 def _train(job: tuple[Config, int]) -> dict:
-    cfg, seed = job
-    return train_dyna_agent(cfg, seed)
+    return train_dyna_agent(*job)
 
 
 def main(cfg: Config) -> dict:
-    resolve_device(cfg.device)  # fail fast on a bad --device
+    require_writable(cfg.plot, cfg.results, cfg.q_checkpoint)  # fail fast: before the runs
+    resolve_device(cfg.device)
     if cfg.warm_start:
         load_world_model(CHECKPOINT_PATH)  # fail fast, before any run starts
     dyna_k = max(cfg.planning_steps, 1)

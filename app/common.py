@@ -15,6 +15,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import os
 import random
 import sys
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 import numpy as np
 from tqdm.auto import tqdm
 
-from app import startup_finished
+from app import startup_finished, stopped_by
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +47,9 @@ RESULTS_DIR = Path("results")
 # The command that makes each input, named in every "missing input" error.
 COLLECT_COMMAND = "uv run python -m app.data_collection"
 TRAIN_COMMAND = "uv run python -m app.train_model"
+
+
+MAX_SEED = 2**32 - 1  # what every generator here (NumPy, PyTorch, Gymnasium) accepts
 
 
 class UserError(Exception):
@@ -72,12 +76,19 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _parse_scalar(kind: type) -> Callable[[str], Any]:
+def _parse_scalar(kind: type, allow_inf: bool = False) -> Callable[[str], Any]:
+    """A parser of one value: a float must be finite (inf only where the default is inf)."""
+
     def parse(text: str) -> Any:
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if kind is float and not (math.isfinite(value) or (allow_inf and value == math.inf)):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if kind is Path and not str(text).strip():
+            raise argparse.ArgumentTypeError("expected a file path, got an empty one")
+        return value
 
     return parse
 
@@ -133,7 +144,9 @@ def build_parser(
                 flag, default=default, action=argparse.BooleanOptionalAction, help=help_text
             )
         elif kind in (int, float, str, Path):
-            group.add_argument(flag, type=_parse_scalar(kind), default=default, help=help_text)
+            allow_inf = kind is float and default == math.inf
+            parse = _parse_scalar(kind, allow_inf)
+            group.add_argument(flag, type=parse, default=default, help=help_text)
         elif getattr(kind, "__origin__", None) is tuple:
             item = kind.__args__[0]
             group.add_argument(
@@ -191,15 +204,17 @@ def parse_config[T](
     """Parse `argv` into a `cls` instance; `cls.__post_init__` validates and raises `UserError`."""
     values = vars(build_parser(cls, description, prog).parse_args(argv))
     flag, seeds = ("seed", [values["seed"]]) if "seed" in values else ("seeds", values.get("seeds"))
-    bad = [seed for seed in seeds or () if seed < 0]
-    require(not bad, f"--{flag} must be >= 0, got {bad[0] if bad else ''}")
+    bad = [seed for seed in seeds or () if not 0 <= seed <= MAX_SEED]
+    require(not bad, f"--{flag} must be in [0, {MAX_SEED:,}], got {bad[0] if bad else ''}")
     return build_config(cls, values)
 
 
 def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -> None:
-    """Run `main(parse_config(cls))` as a command: one-line errors, exit 130 on Ctrl-C.
+    """Run `main(parse_config(cls))` as a command: one-line errors, a clean stop on Ctrl-C and
+    SIGTERM (workers stopped, finished work kept, one line).
 
-    Exit codes: 0 done, 1 when `main` returns False (a check failed), 2 bad input, 130 Ctrl-C.
+    Exit codes: 0 done, 1 when `main` returns False (a check failed), 2 bad input, 130 Ctrl-C,
+    143 SIGTERM.
     """
     module = sys.modules[main.__module__]
     description = (module.__doc__ or "").strip().split("\n\n")[0]
@@ -219,9 +234,11 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("\ninterrupted (Ctrl-C): nothing half-written was kept.", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`Terminated`)
+        what, code = stopped_by(stop)
+        said = str(stop) or "nothing half-written was kept"
+        print(f"\n{what}: {said}.", file=sys.stderr)
+        raise SystemExit(code) from None
     if result is False:
         raise SystemExit(1)
 
@@ -248,6 +265,29 @@ def require_probability(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         require(0.0 <= value <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+
+
+def available_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def require_memory(needed: float, what: str) -> None:
+    """Refuse, before any work, a size whose memory the machine does not have (an estimate)."""
+    have = available_memory()
+    if needed > have:
+        raise UserError(
+            f"{what}: needs about {_bytes(needed)} of memory, more than this machine's "
+            f"{_bytes(have)}; choose a smaller value"
+        )
+
+
+def _bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1024 or unit == "PB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count} PB"  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------- seeding and device

@@ -27,12 +27,13 @@ from app.common import (
     cli,
     progress,
     require,
+    require_memory,
     require_positive,
     require_probability,
     seed_everything,
 )
 from app.policies import Policy, epsilon_greedy_policy, mixed_policy, random_policy
-from app.storage import Transitions, run_metadata, save_transitions
+from app.storage import Transitions, require_writable, run_metadata, save_transitions
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "num_transitions")
+        require_memory(self.num_transitions * 60, f"--num-transitions {self.num_transitions:,}")
         require_probability(self, "epsilon")
         require(
             self.policy in POLICIES,
@@ -113,6 +115,7 @@ def collect_transitions(
 
 
 def main(cfg: Config) -> Transitions:
+    require_writable(cfg.output)  # before the work, not after it
     rng = seed_everything(cfg.seed)
     policy = make_policy(cfg, rng)
     with gym.make(ENV_ID) as env:

@@ -66,6 +66,7 @@ from app.runs import (
     SOLVED_RETURN,
     Budget,
     aggregate,
+    finite_weights,
     format_table,
     learning_curves,
     record_path,
@@ -73,7 +74,7 @@ from app.runs import (
     spec_key,
 )
 from app.screen import ScreenConfig
-from app.storage import atomic_path, run_metadata, save_json
+from app.storage import atomic_path, require_writable, run_metadata, save_json
 from app.world_model import EnsembleConfig, trusted_steps
 
 STUDIES = ("k_sweep", "rollout_length", "exploitation")
@@ -302,7 +303,7 @@ def run_job(job: Job) -> dict:
         settings = {k: v for k, v in job.probe.items() if k != "name"}
         probe = functools.partial(PROBES[job.probe["name"]], **settings)
     run = dyna.train_dyna_agent(job.agent, job.seed, probe=probe)
-    run.pop("q_weights")
+    finite_weights(run.pop("q_weights"), f"{job.study} {job.arm} seed {job.seed}")
     record = {"study": job.study, "arm": job.arm, "seed": job.seed, "key": job.key()}
     return record | {"probe": job.probe, "run": run, **run_metadata(job.agent)}
 
@@ -394,6 +395,11 @@ def _seeds(cfg: Config) -> str:
 
 
 def main(cfg: Config) -> dict:
+    plots = [
+        cfg.plots_dir / name
+        for name in ("k_sweep.png", "rollout_length.png", "model_exploitation.png")
+    ]
+    require_writable(*plots, cfg.results_dir / "summary.md", cfg.results_dir / "summary.json")
     jobs = plan_jobs(cfg)
     records, computed = run_cached(
         jobs, run_job, cfg.results_dir, cfg.workers, cfg.backend, cfg.address

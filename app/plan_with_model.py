@@ -37,6 +37,7 @@ from app.common import (
     configure_threads,
     progress,
     require,
+    require_memory,
     require_positive,
     require_probability,
     resolve_device,
@@ -44,7 +45,7 @@ from app.common import (
 )
 from app.plotting import COLORS, CYCLE, add_caption, new_figure, save_figure
 from app.policies import TorchPolicy, mixed_policy, random_policy
-from app.storage import atomic_path, run_metadata
+from app.storage import atomic_path, require_writable, run_metadata
 from app.train_model import load_world_model
 from app.world_model import WorldModel
 
@@ -83,6 +84,10 @@ class Config:
     def __post_init__(self) -> None:
         require_positive(self, "num_episodes", "horizon", "error_threshold", "num_plotted")
         require_probability(self, "epsilon")
+        require_memory(
+            self.num_episodes * (self.horizon + 1) * STATE_DIM * 4 * 8,
+            f"--num-episodes {self.num_episodes:,} x --horizon {self.horizon:,}",
+        )
         require(
             self.policy in ("random", "mixed"),
             f"--policy must be random or mixed, got {self.policy!r}",
@@ -481,7 +486,11 @@ def save_dream_gif(
 # ----------------------------------------------------------------------------- main
 
 
+OUTPUTS = ("trajectory_comparison.png", "compounding_error.png", "dream_vs_reality.gif")
+
+
 def main(cfg: Config) -> dict:
+    require_writable(*(cfg.plots_dir / name for name in OUTPUTS))  # before the work
     configure_threads()
     device = resolve_device(cfg.device)
     model = load_world_model(cfg.checkpoint, device)

@@ -14,7 +14,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from app.runs import SOLVED_RETURN, learning_curves, mean_and_ci  # noqa: E402
+from app.runs import (  # noqa: E402
+    SOLVED_RETURN,
+    learning_curves,
+    mean_and_ci,
+    performance_profile,
+    steps_or_cap,
+)
 from app.storage import atomic_path  # noqa: E402
 
 # A colour-blind-safe palette (Okabe-Ito); the same arm keeps the same colour in every plot.
@@ -127,3 +133,19 @@ def plot_learning_curves(
     )
     add_caption(fig, caption)
     save_figure(fig, path, meta)
+
+
+def draw_performance_profile(ax, arms: dict[str, list[dict]], cap: int) -> None:
+    """The share of each arm's runs that have solved by each number of real steps (Agarwal et
+    al., 2021): a curve further up and to the left solves more runs sooner."""
+    grid = np.arange(0, cap + 1, 250)
+    for i, (name, runs) in enumerate(arms.items()):
+        color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
+        share = performance_profile(steps_or_cap(runs, cap + 1), grid)
+        label = f"{name} ({len(runs)} runs)"
+        ax.step(grid, 100 * share, where="post", color=color, lw=2, label=label)
+    ax.set_xlabel("real environment steps")
+    ax.set_ylabel("runs solved so far [%]")
+    ax.set_ylim(0, 102)
+    ax.set_xlim(0, cap)
+    ax.legend(loc="lower right")

@@ -204,6 +204,16 @@ def summarize(
     }
 
 
+def finite_weights(weights: dict, run: str) -> None:
+    """A run's result is cached or written only if its network is finite (a diverged run is an
+    error that names the run, not a record of nonsense)."""
+    if not all(w.isfinite().all() for w in weights.values() if w.is_floating_point()):
+        raise UserError(
+            f"training diverged in {run}: its Q-network holds NaN or inf; try a smaller --lr "
+            "(this run was not saved)"
+        )
+
+
 # ----------------------------------------------------------------------------- many runs' figures
 
 
@@ -282,18 +292,13 @@ def steps_or_cap(runs: list[dict], cap: int) -> np.ndarray:
     return np.array([cap if r["steps_to_solve"] is None else r["steps_to_solve"] for r in runs])
 
 
-def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Interquartile mean: the mean of the middle 50% of the values (Agarwal et al., 2021).
-
-    With n values each one gets a weight so that exactly n/2 of them count, as in scipy's
-    `trim_mean(values, 0.25)` when n is divisible by 4, and by fractions at the edges otherwise."""
-    values = np.sort(np.asarray(values, dtype=float), axis=axis)
-    n = values.shape[axis]
-    ranks = np.arange(n)
-    weight = np.clip(np.minimum(ranks + 1 - n / 4, 3 * n / 4 - ranks), 0.0, 1.0)  # (n,)
-    shape = [1] * values.ndim
-    shape[axis] = n
-    return (values * weight.reshape(shape)).sum(axis=axis) / weight.sum()
+def iqm(values: np.ndarray) -> np.ndarray:
+    """Interquartile mean over the last axis: the mean of the middle 50% of the values, with
+    floor(n / 4) cut from each end, as rliable and scipy's `trim_mean(values, 0.25)` compute it
+    (Agarwal et al., 2021). Robust to a few outlying runs, yet uses half of them."""
+    values = np.sort(np.asarray(values, dtype=float), axis=-1)
+    cut = values.shape[-1] // 4
+    return values[..., cut : values.shape[-1] - cut].mean(axis=-1)
 
 
 def bootstrap_interval(
@@ -329,6 +334,56 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def performance_profile(steps: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Share of runs solved by each step of `grid` (runs at the cap count as unsolved)."""
     return (np.asarray(steps)[None, :] <= np.asarray(grid)[:, None]).mean(axis=1)
+
+
+def interval_estimates(
+    arms: dict[str, list[dict]], cap: int, reference: str, seed: int = 0
+) -> dict[str, dict]:
+    """Per arm, the IQM and median of steps-to-solve (unsolved runs at `cap`) with 95% stratified
+    bootstrap intervals, and P(`reference` solves earlier than this arm) with its interval.
+
+    Each figure is (point, low, high). The bootstrap resamples each arm's runs on its own (the
+    runs of two arms are not paired: a seed fixes nothing shared between them).
+    """
+    rng = np.random.default_rng(seed)
+    steps = {name: steps_or_cap(runs, cap) for name, runs in arms.items()}
+    estimates = {}
+    for name, values in steps.items():
+        figures = {
+            "iqm": bootstrap_interval(iqm, [values], rng),
+            "median": bootstrap_interval(lambda v: np.median(v, axis=-1), [values], rng),
+            "solved": int((values < cap).sum()),
+            "runs": len(values),
+        }
+        if reference in steps and name != reference:
+            figures[f"p_{reference}_earlier"] = bootstrap_interval(
+                probability_of_improvement, [steps[reference], values], rng
+            )
+        estimates[name] = figures
+    return estimates
+
+
+def format_estimates(estimates: dict[str, dict], reference: str, cap: int) -> str:
+    """Markdown table of `interval_estimates`: point [low, high] for each figure."""
+
+    def cell(figure: tuple[float, float, float] | None, spec: str) -> str:
+        if figure is None:
+            return "–"
+        point, low, high = figure
+        return f"{point:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+    lines = [
+        f"| arm | solved (by {cap:,}) | IQM steps-to-solve [95% CI] | median [95% CI] | "
+        f"P({reference} solves earlier) [95% CI] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, figures in estimates.items():
+        lines.append(
+            f"| {name} | {figures['solved']}/{figures['runs']} | {cell(figures['iqm'], ',.0f')} | "
+            f"{cell(figures['median'], ',.0f')} | "
+            f"{cell(figures.get(f'p_{reference}_earlier'), '.2f')} |"
+        )
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -449,10 +504,12 @@ def _ray_pool(workers: int, address: str):
         log_to_driver=False,
         logging_level="ERROR",
     )
+    ours = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, **options)
     else:
         ray.init(num_cpus=workers, **options)
+    signal.signal(signal.SIGTERM, ours)  # ray.init replaces it; SIGTERM stops this run cleanly
     return Pool(processes=None if address else workers, initializer=one_thread)
 
 
@@ -486,14 +543,11 @@ def run_cached(
             records[todo[i].key()] = record
             done += 1
             bar.update(1)
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the workers are stopped by now
         bar.close()
-        print(
-            f"\nstopped after {done} new runs, all saved in {root}/: run the same command to "
-            "resume",
-            flush=True,
-        )
-        raise
+        raise type(stop)(
+            f"stopped after {done} new runs, all saved in {root}/; run the same command to resume"
+        ) from None
     bar.close()
     return records, len(todo)
 

@@ -1,9 +1,11 @@
 """Files on disk, in one place: atomic writes, the transitions schema, checkpoints, JSON metrics.
 
 Every writer goes through `atomic_path`: the bytes land in a temporary file beside the target and
-are renamed over it only once complete, so a crash or Ctrl-C mid-save leaves the previous file
-intact. Every reader checks what it loads and raises a `UserError` naming the command that
-(re)makes the file.
+are renamed over it only once complete, so a crash, a kill or a full disk mid-save leaves the
+previous file intact. Writers of the same path at the same time (a class sharing one results
+folder) never disturb each other: each writes its own temporary file, and the last one to finish
+wins: the file is always one writer's complete version, never a mix. Every reader checks what it
+loads, before it allocates, and raises a `UserError` naming the command that (re)makes the file.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import zipfile
@@ -24,16 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from app.common import COLLECT_COMMAND, DATA_PATH, STATE_DIM, UserError
+from app.common import COLLECT_COMMAND, DATA_PATH, STATE_DIM, UserError, require_memory
+
+_HOST = re.sub(r"[^A-Za-z0-9]+", "-", platform.node())[:40] or "host"
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it over `path`, else delete it."""
+    """Yield a temporary path beside `path`; on success rename it over `path`, else delete it.
+
+    The temporary name carries this machine's name and this process's id, so a later save can
+    tell a file left by a writer that was killed (its process is gone: removed) from one that
+    another writer is still filling (left alone). A failure to write (a full disk, a file that may
+    not be replaced) is one `UserError` that says the previous file is unchanged.
+    """
     path = Path(path)
+    require_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        prefix = f".{path.name}.{_HOST}-{os.getpid()}-"
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     except OSError as error:
         raise UserError(
             f"cannot write to {path.parent}/ ({error.strerror}): "
@@ -42,16 +56,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-        # A writer killed mid-save (SIGKILL, power loss) leaves its temporary file behind.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: the usual mode of a new file
+            os.replace(tmp, path)
+        except OSError as error:
+            raise UserError(
+                f"could not write {path} ({error.strerror or error}): nothing was replaced, the "
+                f"previous {path.name} (if any) is as it was; free some space or fix the "
+                "permissions, then run the command again"
+            ) from None
+        _sweep_abandoned(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sweep_abandoned(path: Path) -> None:
+    """Remove the temporary files of `path` that writers on this machine left when they were
+    killed mid-save (SIGKILL, power loss): those whose process no longer exists."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_HOST)}-(\d+)-[^.]*\.tmp$")
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        found = pattern.match(stale.name)
+        if found and not _alive(int(found[1])):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -61,11 +100,47 @@ def _umask() -> int:
 
 
 def require_file(path: Path, command: str) -> Path:
-    """`path` if it is a file, else a `UserError` naming the `command` that makes it."""
+    """`path` if it is a regular file, else a `UserError` naming the `command` that makes it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a file: pass the file that `{command}` writes")
+    if path.exists() and not path.is_file():
+        raise UserError(
+            f"{path} is not a regular file (a pipe or a device?): pass the file that "
+            f"`{command}` writes"
+        )
     if not path.is_file():
         raise UserError(f"{path} not found: run `{command}` first")
     return path
+
+
+def require_writable(*paths: Path) -> None:
+    """Check, before any work, that each path can be written as a file: not a folder, in a folder
+    that exists or can be made and that is writable, and not a file that may not be replaced."""
+    for path in paths:
+        _require_writable(Path(path))
+
+
+def _require_writable(path: Path) -> None:
+    if str(path) in ("", ".") or path.is_dir():
+        raise UserError(f"{path} is a folder: give the path of a file to write")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write to {path.parent}/ ({folder} is a file, not a folder): "
+                        "choose another output path")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {folder}/ (permission denied): choose a writable folder")
+    if path.is_file():
+        try:  # setting a file's times to their own values changes nothing, but fails where the
+            status = path.stat()  # file may not be replaced (an immutable file)
+            os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+        except OSError as error:
+            raise UserError(
+                f"cannot replace {path} ({error.strerror}): make it writable or choose another "
+                "output path"
+            ) from None
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -92,7 +167,7 @@ def run_metadata(config: Any) -> dict[str, Any]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return {
-        "config": {k: _plain(v) for k, v in dataclasses.asdict(config).items()},
+        "config": _plain(dataclasses.asdict(config)),
         "versions": {"python": platform.python_version(), **versions},
         "git_commit": commit,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
@@ -100,16 +175,29 @@ def run_metadata(config: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    """`value` as strict JSON can hold it: paths as text, tuples as lists, nested configs as dicts,
+    an infinite setting as "inf" (e.g. --max-disagreement inf), a number not measured (NaN) as
+    null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 
 def save_json(path: Path, payload: dict[str, Any]) -> None:
+    """Strict JSON (no NaN or Infinity, which other readers refuse), written atomically."""
+    text = json.dumps(_plain(payload), indent=2, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.write_text(text)
 
 
 # ----------------------------------------------------------------------------- transitions (.npz)
@@ -170,12 +258,19 @@ def save_transitions(path: Path, data: Transitions, meta: dict[str, Any]) -> Non
 
 
 def load_transitions(path: Path = DATA_PATH) -> Transitions:
-    """Load and check an npz of transitions; any problem is one `UserError` naming the fix."""
+    """Load and check an npz of transitions; any problem is one `UserError` naming the fix.
+
+    Each array's shape and dtype are read from its header and checked against `SCHEMA`, and the
+    bytes it declares against the bytes the file holds, before anything is loaded: a damaged or
+    crafted header cannot make this allocate more than the file and the machine hold. Only the
+    schema's arrays are loaded (an extra one is ignored).
+    """
     path = require_file(path, COLLECT_COMMAND)
     redo = f"re-create it with `{COLLECT_COMMAND}`"
     try:
+        rows = _check_headers(path, redo)
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in Transitions.SCHEMA}
     # zipfile answers a damaged header with NotImplementedError (a "compression method") or
     # RuntimeError (an "encrypted" flag): both mean the file is damaged, not that code is missing.
     except (
@@ -190,26 +285,58 @@ def load_transitions(path: Path = DATA_PATH) -> Transitions:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "pickle" in reason:
             reason = "not an npz archive; pickled data are never loaded"
-        raise UserError(f"{path} is not a readable .npz file ({reason}): {redo}") from None
-
-    missing = [name for name in Transitions.SCHEMA if name not in arrays]
-    if missing:
-        raise UserError(f"{path} lacks the arrays {', '.join(missing)}: {redo}")
-    rows = len(arrays["action"])
-    if rows == 0:
-        raise UserError(f"{path} holds zero transitions: {redo}")
+        if "not a zip file" in reason:
+            reason = "not an npz archive: not even a zip file"
+        raise UserError(f"{path} is not a readable .npz file ({reason[:120]}): {redo}") from None
     for name, (dtype, row_shape) in Transitions.SCHEMA.items():
         array = arrays[name]
-        if array.dtype != dtype or array.shape != (rows, *row_shape):
-            raise UserError(
-                f"{path}: array {name!r} is {array.dtype}{list(array.shape)}, expected "
-                f"{np.dtype(dtype)}{[rows, *row_shape]}: {redo}"
-            )
+        if array.dtype != dtype or array.shape != (rows, *row_shape):  # (the headers said so)
+            raise UserError(f"{path}: array {name!r} does not match its header: {redo}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{path}: array {name!r} holds NaN or inf values: {redo}")
     if not np.isin(arrays["action"], np.arange(2)).all():
         raise UserError(f"{path}: actions must be 0 or 1: {redo}")
-    return Transitions(**{name: arrays[name] for name in Transitions.SCHEMA})
+    return Transitions(**arrays)
+
+
+def _check_headers(path: Path, redo: str) -> int:
+    """The row count N that every schema array of the npz at `path` declares, after checking
+    each header (dtype, shape) and that the file holds the bytes it declares."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        missing = [name for name in Transitions.SCHEMA if f"{name}.npy" not in members]
+        if missing:
+            raise UserError(f"{path} lacks the arrays {', '.join(missing)}: {redo}")
+        rows = None
+        for name, (dtype, row_shape) in Transitions.SCHEMA.items():
+            info = members[f"{name}.npy"]
+            with archive.open(info) as handle:
+                version = np.lib.format.read_magic(handle)
+                read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                    version, np.lib.format.read_array_header_2_0
+                )
+                shape, _, found = read(handle)
+                header = handle.tell()
+            rows = shape[0] if rows is None and shape else rows
+            expected = (rows, *row_shape)
+            if found != np.dtype(dtype) or tuple(shape) != expected:
+                raise UserError(
+                    f"{path}: array {name!r} is {found}{list(shape)}, expected "
+                    f"{np.dtype(dtype)}{list(expected)}: {redo}"
+                )
+            declared = int(np.prod(shape)) * found.itemsize
+            if info.file_size != header + declared:
+                raise UserError(
+                    f"{path}: the header of array {name!r} declares {list(shape)} ({declared:,} "
+                    f"bytes), the file holds {max(info.file_size - header, 0):,}: {redo}"
+                )
+        if not rows:
+            raise UserError(f"{path} holds zero transitions: {redo}")
+        row_bytes = sum(
+            np.dtype(d).itemsize * int(np.prod(s)) for d, s in Transitions.SCHEMA.values()
+        )
+        require_memory(rows * row_bytes * 2, f"{path} ({rows:,} transitions)")
+    return rows
 
 
 # ----------------------------------------------------------------------------- checkpoints (.pt)
@@ -219,6 +346,14 @@ def save_checkpoint(path: Path, kind: str, state_dict: dict, config: dict, **ext
     """A checkpoint is plain data: `state_dict` plus the config needed to rebuild the module."""
     import torch  # imported here so that npz-only users of this module stay light
 
+    bad = [
+        name for name, w in state_dict.items() if w.is_floating_point() and not w.isfinite().all()
+    ]
+    if bad:
+        raise UserError(
+            f"training diverged: weight {bad[0]!r} holds NaN or inf values, so {path} was not "
+            "written (the previous file is unchanged); try a smaller --lr"
+        )
     payload = {"kind": kind, "state_dict": state_dict, "config": config, **extra}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -239,7 +374,9 @@ def load_checkpoint(
     path = require_file(path, command)
     redo = f"re-create it with `{command}`"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read from the file where they are used, so a damaged size in the
+        # file cannot make this allocate more memory than the file holds
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
         if "Weights only load failed" in str(error):
             reason = "it holds objects that need full unpickling, which is never done"

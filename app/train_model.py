@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app import stopped_by
 from app.common import (
     CHECKPOINT_PATH,
     DATA_PATH,
@@ -36,6 +37,7 @@ from app.common import (
     configure_threads,
     progress,
     require,
+    require_memory,
     require_positive,
     resolve_device,
     seed_everything,
@@ -45,6 +47,7 @@ from app.storage import (
     Transitions,
     load_checkpoint,
     load_transitions,
+    require_writable,
     run_metadata,
     save_checkpoint,
     save_json,
@@ -88,6 +91,10 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "epochs", "batch_size", "lr", "hidden_size", "num_layers")
+        require_memory(
+            network_bytes(self.hidden_size, self.num_layers, self.batch_size),
+            f"a world model of {self.num_layers} x {self.hidden_size} units",
+        )
         require(
             0.0 < self.val_fraction < 1.0,
             f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
@@ -97,6 +104,13 @@ class Config:
             self.done_loss_weight >= 0,
             f"--done-loss-weight must be >= 0, got {self.done_loss_weight}",
         )
+
+
+def network_bytes(hidden_size: int, num_layers: int, batch_size: int, copies: int = 1) -> float:
+    """Rough memory of training `copies` world models of this size: weights, gradients, two Adam
+    moments and two saved copies (24 bytes a weight), and activations of a batch."""
+    weights = (STATE_DIM + NUM_ACTIONS) * hidden_size + (num_layers - 1) * hidden_size**2
+    return copies * (24 * weights + 16 * batch_size * hidden_size * num_layers)
 
 
 # ----------------------------------------------------------------------------- data
@@ -110,8 +124,8 @@ def split_by_episode(
     num_val = max(1, round(len(episodes) * val_fraction))
     if num_val >= len(episodes):
         raise UserError(
-            f"only {len(episodes)} episode(s) in the data: too few to hold some out "
-            "for validation; collect more with `uv run python -m app.data_collection`"
+            f"holding out {val_fraction:g} of {len(episodes)} episode(s) leaves none to train on: "
+            "lower --val-fraction, or collect more with `uv run python -m app.data_collection`"
         )
     val_mask = np.isin(episode, episodes[:num_val])
     return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
@@ -371,6 +385,8 @@ def plot_training_curve(
 
 
 def main(cfg: Config) -> dict:
+    metrics_path = cfg.checkpoint.with_name(cfg.checkpoint.stem + "_metrics.json")
+    require_writable(cfg.checkpoint, metrics_path, cfg.plot)  # before the work, not after it
     configure_threads()
     device = resolve_device(cfg.device)
     data = load_transitions(cfg.data)
@@ -385,7 +401,7 @@ def main(cfg: Config) -> dict:
     )
     model = WorldModel(model_config).to(device)
     history: list[dict] = []
-    interrupted = False
+    stopped: KeyboardInterrupt | None = None
     print(
         f"Training on {len(train_rows):,} transitions for {cfg.epochs} epochs "
         "(Ctrl-C stops early and keeps the best finished epoch)",
@@ -403,21 +419,20 @@ def main(cfg: Config) -> dict:
             cfg.seed,
             history=history,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM
         if not history:
             raise
-        interrupted = True  # keep the epochs that finished: the model holds the best of them
+        stopped = stop  # keep the epochs that finished: the model holds the best of them
 
     best = min(history, key=lambda row: row["val"]["total"])
     meta = run_metadata(cfg)
     save_world_model(cfg.checkpoint, model.cpu(), meta)
-    metrics_path = cfg.checkpoint.with_name(cfg.checkpoint.stem + "_metrics.json")
     save_json(
         metrics_path,
         {
             "best_epoch": best["epoch"],
             "best": best["val"],
-            "interrupted": interrupted,
+            "interrupted": stopped is not None,
             "history": history,
             **meta,
         },
@@ -446,13 +461,14 @@ def main(cfg: Config) -> dict:
         f"done precision {v['done_precision']:.3f}, recall {v['done_recall']:.3f}"
     )
     print(f"Wrote {cfg.checkpoint}, {metrics_path} and {cfg.plot}")
-    if interrupted:
+    if stopped is not None:
+        what, code = stopped_by(stopped)
         print(
-            f"Interrupted (Ctrl-C) after {len(history)} of {cfg.epochs} epochs: the files above "
-            f"hold the best finished epoch. To train in full, run `{TRAIN_COMMAND}` again.",
+            f"{what[0].upper()}{what[1:]} after {len(history)} of {cfg.epochs} epochs: the files "
+            f"above hold the best finished epoch. To train in full, run `{TRAIN_COMMAND}` again.",
             file=sys.stderr,
         )
-        raise SystemExit(130)
+        raise SystemExit(code)
     return best["val"]
 
 

@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.common import NUM_ACTIONS, STATE_DIM, cli, require_positive, resolve_device
+from app.common import (
+    NUM_ACTIONS,
+    STATE_DIM,
+    cli,
+    require_memory,
+    require_positive,
+    resolve_device,
+)
 
 
 @dataclass
@@ -332,6 +339,11 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "batch_size", "hidden_size", "num_layers")
+        weights = (STATE_DIM + NUM_ACTIONS + self.num_layers * self.hidden_size) * self.hidden_size
+        require_memory(
+            24 * weights + 16 * self.batch_size * self.hidden_size * self.num_layers,
+            f"a world model of {self.num_layers} x {self.hidden_size} units",
+        )
 
 
 def self_check(cfg: Config) -> list[tuple[str, bool, str]]:

@@ -213,3 +213,178 @@ def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ----------------------------------------------------------------------------- second round
+
+CONCURRENT_WRITER = """
+import sys, numpy as np
+from pathlib import Path
+from app.common import UserError
+from app.storage import Transitions, save_transitions
+who, n, rounds = int(sys.argv[2]), 3000, int(sys.argv[3])
+data = Transitions(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), np.ones(n, np.float32),
+                   np.zeros((n, 4), np.float32), np.zeros(n, bool), np.zeros(n, bool),
+                   np.zeros(n, np.int64))
+failures = 0
+for i in range(rounds):
+    data.state[:, 0] = 1000 * who + i  # a complete file holds one writer's one version
+    try:
+        save_transitions(Path(sys.argv[1]), data, {"who": who, "i": i})
+    except (UserError, OSError):
+        failures += 1
+print(failures)
+"""
+
+
+def test_two_writers_of_one_path_never_break_each_other(tmp_path: Path) -> None:
+    """Two processes save the same file 200 times each: no save fails, the file is always one
+    writer's complete version (the last to finish wins), and no temporary file is left."""
+    path = tmp_path / "shared.npz"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_WRITER, str(path), str(who), str(KILL_ROUNDS)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in (1, 2)
+    ]
+    outputs = [writer.communicate(timeout=300) for writer in writers]
+    assert [int(out.strip()) for out, _ in outputs] == [0, 0], outputs
+    data = load_transitions(path)  # complete and loadable
+    values = np.unique(data.state[:, 0])
+    assert len(values) == 1 and values[0] in (1000 + KILL_ROUNDS - 1, 2000 + KILL_ROUNDS - 1)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_temporary_file_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
+    """Another writer, still filling its temporary file, keeps it; a dead writer's is swept."""
+    from app.storage import _HOST
+
+    path = tmp_path / "out.json"
+    live = tmp_path / f".out.json.{_HOST}-{os.getpid()}-abc.tmp"  # this process: alive
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead = tmp_path / f".out.json.{_HOST}-{dead_pid}-xyz.tmp"
+    live.write_text("half")
+    dead.write_text("half")
+    save_json(path, {"a": 1})
+    assert live.exists() and not dead.exists()
+
+
+def test_sigterm_stops_experiments_workers_and_keeps_finished_runs(tmp_path: Path) -> None:
+    """A SIGTERM (as `timeout` and batch schedulers send) to a sweep with running workers: no
+    process of the run is left after 5 s, the finished runs are saved, one line, exit 143."""
+    args = (
+        "app.experiments --studies k_sweep --k-values 0 1 4 --seeds 0 1 --steps 1500 "
+        "--model-hidden-size 16 --workers 2"
+    ).split()
+    process = start_interruptible(args, tmp_path)
+    results = tmp_path / "results" / "experiments" / "k_sweep"
+    deadline = time.monotonic() + 240
+    while not list(results.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # until the first (cheapest) run is saved
+    children = _children(process.pid)
+    assert children, "the sweep should be running worker processes"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM): stopped after"), err
+    time.sleep(5)
+    assert [pid for pid in children if _alive(pid)] == []
+    saved = list(results.glob("*.json"))
+    assert saved and all(json.loads(path.read_text())["run"] for path in saved)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_while_training_keeps_finished_epochs(tmp_path: Path) -> None:
+    assert (
+        run_module("app.data_collection", "--num-transitions", "800", cwd=tmp_path).returncode == 0
+    )
+    process = start_interruptible(
+        ["app.train_model", "--epochs", "100000", "--hidden-size", "16"], tmp_path
+    )
+    assert process.stdout.readline().startswith("Training on")
+    time.sleep(5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, (out, err)
+    assert err.strip().splitlines()[-1].startswith("Terminated (SIGTERM) after")
+    from app.train_model import load_world_model
+
+    load_world_model(tmp_path / "checkpoints" / "world_model.pt")
+
+
+def test_an_extra_array_with_a_huge_header_is_never_loaded(tmp_path: Path) -> None:
+    from tests.bad_inputs import crafted_npz
+
+    crafted_npz(10**12, in_extra_key=True)(tmp_path)
+    data = load_transitions(tmp_path / "data" / "transitions.npz")  # no MemoryError
+    assert len(data) == 40
+
+
+def test_a_full_disk_at_write_time_replaces_nothing(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC (or EPERM) when the finished file is put in place: one UserError that says the
+    previous file is unchanged, and it is."""
+    import errno
+
+    path = tmp_path / "metrics.json"
+    save_json(path, {"epoch": 1})
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*nothing was replaced"):
+        save_json(path, {"epoch": 2})
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_an_immutable_output_is_refused_before_the_work(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "data" / "transitions.npz"
+    target.parent.mkdir()
+    target.write_bytes(b"the user's file")
+    if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        result = run_in_process("app.data_collection", cwd=tmp_path, capsys=capsys)
+        assert_one_line_error(result, "cannot replace data/transitions.npz")
+        assert target.read_bytes() == b"the user's file"
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=False)
+
+
+def test_json_is_strict(tmp_path: Path) -> None:
+    """No NaN or Infinity in a written JSON file: an infinite setting reads "inf", a number that
+    was not measured reads null."""
+    path = tmp_path / "out.json"
+    save_json(path, {"max_disagreement": float("inf"), "wrong_share": float("nan"), "a": 1.5})
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "max_disagreement": "inf",
+        "wrong_share": None,
+        "a": 1.5,
+    }

@@ -42,7 +42,7 @@ def test_split_has_no_shared_episodes(random_transitions) -> None:
 
 
 def test_split_needs_two_episodes() -> None:
-    with pytest.raises(UserError, match="too few"):
+    with pytest.raises(UserError, match="leaves none to train on"):
         split_by_episode(np.zeros(50, np.int64), 0.2, np.random.default_rng(0))
 
 
