@@ -33,7 +33,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from app import agent
@@ -44,6 +43,7 @@ from app.plotting import (
     draw_performance_profile,
     new_figure,
     save_figure,
+    steps_shown,
 )
 from app.runs import (
     Budget,
@@ -239,9 +239,7 @@ def main(cfg: Config) -> dict:
 def plot_benchmark(runs: dict[str, list[dict]], path: Path, cfg: Config, seeds: str, meta) -> None:
     """Learning curves (left) and the performance profile (right), both against real steps."""
     fig, axes = new_figure(1, 2, width=6.5, height=4.4)
-    solves = [r["steps_to_solve"] for arm in runs.values() for r in arm if r["steps_to_solve"]]
-    until = max([10_000, *solves])
-    until = min(int(np.ceil(until / 2_500) * 2_500), cfg.max_steps)
+    until = steps_shown(runs)
     draw_learning_curves(axes[0, 0], runs, until)
     axes[0, 0].set_title("Evaluation return; band: 95% CI of the mean over seeds", fontsize=10)
     draw_performance_profile(axes[0, 1], runs, until)

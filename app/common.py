@@ -20,6 +20,8 @@ import os
 import random
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
@@ -37,6 +39,8 @@ STATE_DIM = 4  # S: cart position, cart velocity, pole angle, pole angular veloc
 NUM_ACTIONS = 2  # A: push left, push right
 STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
 STATE_UNITS = ("m", "m/s", "rad", "rad/s")
+# CartPole-v1 ends an episode when the cart or the pole crosses these (gymnasium's values).
+X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * 3.141592653589793 / 360
 
 # Where each phase reads and writes, relative to the directory the command runs in.
 DATA_PATH = Path("data/transitions.npz")
@@ -93,6 +97,16 @@ def _parse_scalar(kind: type, allow_inf: bool = False) -> Callable[[str], Any]:
     return parse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where its help already says it, or it is empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in ("", None, argparse.SUPPRESS, ()):
+            return text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one `UserError` line like every other bad input."""
 
@@ -128,11 +142,7 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """An argparse parser with one `--flag` per dataclass field, its docstring as help; the fields
     of a nested config dataclass get a group of their own."""
-    parser = OneLineParser(
-        prog=prog,
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = OneLineParser(prog=prog, description=description, formatter_class=_HelpFormatter)
     groups: dict[str, Any] = {"": parser}
     for field, kind, default, help_text, title in _options(cls):
         if title not in groups:
@@ -219,7 +229,7 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
     module = sys.modules[main.__module__]
     description = (module.__doc__ or "").strip().split("\n\n")[0]
     name = module.__spec__.name if module.__spec__ else module.__name__
-    prog = f"python -m {name}"
+    prog = f"python -m {name.removesuffix('.__main__')}"  # `python -m app`, not app.__main__
     startup_finished()  # from here on, Ctrl-C is a KeyboardInterrupt handled below
     try:
         cfg = parse_config(cls, argv, description, prog)
@@ -338,9 +348,114 @@ def configure_threads() -> None:
         torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def progress[T](iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
-    """A progress bar on stderr; silent when stderr is not a terminal (CI logs, tests)."""
-    kwargs.setdefault("disable", None)
-    kwargs.setdefault("dynamic_ncols", True)
-    kwargs.setdefault("leave", False)
-    return tqdm(iterable, **kwargs)
+class LineProgress:
+    """Progress for output that is not a terminal (a log file, a pipe, CI, a notebook): one plain
+    line every `every` seconds while the work runs, and one when it ends, so a log shows the run
+    is alive: what, done/total, elapsed, rate, time left, the latest figure. Same interface as the
+    part of tqdm this project uses (iterate, update, set_postfix, set_postfix_str, close)."""
+
+    def __init__(self, iterable=None, total=None, desc="", unit="it", every=10.0, stream=None):
+        self.iterable, self.desc, self.unit, self.every = iterable, desc, unit, every
+        self.total = total if total is not None else _length(iterable)
+        self.n, self.postfix, self.stream = 0, "", stream or sys.stderr
+        self.started, self.closed = time.monotonic(), False
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def __iter__(self):
+        try:
+            for item in self.iterable:
+                yield item
+                self.n += 1
+        finally:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **figures: Any) -> None:
+        self.postfix = ", ".join(f"{key.replace('_', ' ')} {val}" for key, val in figures.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def line(self, final: bool = False) -> str:
+        elapsed = time.monotonic() - self.started
+        done = f"{self.n:,}/{self.total:,}" if self.total else f"{self.n:,}"
+        parts = [f"{self.desc}: {done} {self.unit}s", f"{_duration(elapsed)} elapsed"]
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        if final:
+            parts = [f"{self.desc}: {done} {self.unit}s in {_duration(elapsed)}"]
+        elif rate > 0:
+            speed = f"{rate:.3g} {self.unit}s/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}"
+            parts.append(speed)
+            if self.total and self.n < self.total:
+                parts.append(f"about {_duration((self.total - self.n) / rate)} left")
+        return ", ".join(parts) + (f"; latest: {self.postfix}" if self.postfix else "")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every) and self._write(self.line()):
+            pass
+
+    def _write(self, text: str) -> bool:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            return True
+        except (ValueError, OSError):  # the stream was closed under us: stop showing progress
+            return False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if time.monotonic() - self.started >= self.every:  # a long step ends with a line too
+            self._write(self.line(final=True))
+
+
+class _Silent(LineProgress):
+    """Progress that shows nothing (disable=True)."""
+
+    def __init__(self, iterable=None, total=None, **kwargs: Any) -> None:
+        self.iterable, self.total, self.n, self.postfix, self.closed = iterable, total, 0, "", True
+
+    def close(self) -> None:
+        pass
+
+
+def _length(iterable: Any) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress(iterable: Iterable | None = None, **kwargs: Any) -> Any:
+    """Progress on stderr: a tqdm bar on a terminal; elsewhere (a log, a pipe, CI) a plain line
+    every ~10 s (`LineProgress`); nothing with disable=True."""
+    disable = kwargs.pop("disable", None)
+    if disable:
+        return _Silent(iterable, kwargs.get("total"))
+    if sys.stderr.isatty():
+        kwargs.setdefault("dynamic_ncols", True)
+        kwargs.setdefault("leave", False)
+        return tqdm(iterable, **kwargs)
+    names = ("total", "desc", "unit")
+    return LineProgress(iterable, **{name: kwargs[name] for name in names if name in kwargs})

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # no display needed: every figure goes straight to a PNG 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from app.runs import (  # noqa: E402
     SOLVED_RETURN,
@@ -104,28 +105,51 @@ def band(
 
 
 def draw_learning_curves(ax, arms: dict[str, list[dict]], until: int) -> None:
-    """Evaluation return against real steps on `ax`: mean and 95% confidence band per arm."""
+    """Evaluation return against real steps on `ax`: per arm the mean and 95% confidence band
+    while every run is going, thin lines for single runs that go on after the others ended, and
+    a triangle at each run's first solve."""
     for i, (name, runs) in enumerate(arms.items()):
         steps, returns = learning_curves(runs, until)
         color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
-        band(ax, steps, returns, color, f"{name} ({len(runs)} seeds)", clip=(0, 500))
+        band(ax, steps, returns, color, f"{name}, {len(runs)} seeds", clip=(0, 500))
+        for run in runs:  # a run that goes on after the others: its own, thin line
+            s, r = np.asarray(run["eval_steps"]), np.asarray(run["eval_returns"], dtype=float)
+            later = (s >= steps[-1]) & (s <= until)
+            if later.sum() > 1:
+                ax.plot(s[later], r[later], color=color, lw=0.8, alpha=0.6)
+        solves = [r["steps_to_solve"] for r in runs if r["steps_to_solve"] is not None]
+        solves = [s for s in solves if s <= until]
+        ax.plot(solves, [SOLVED_RETURN + 12] * len(solves), ls="", marker="v", ms=6, color=color,
+                alpha=0.7, label="a run's first solve" if i == 0 else None)  # fmt: skip
     ax.axhline(SOLVED_RETURN, color="#444444", ls=":", lw=1, label="solved (475)")
     ax.set_xlabel("real environment steps (evaluation episodes not counted)")
     ax.set_ylabel("evaluation return\n(mean of 10 greedy episodes)")
-    ax.set_ylim(0, 520)
+    ax.set_ylim(0, 530)
     ax.set_xlim(0, until)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="lower right")
+
+
+def steps_shown(arms: dict[str, list[dict]], at_least: int = 10_000) -> int:
+    """How far along real steps to draw: at least `at_least`, and far enough to show every solve
+    the command reports (rounded up to 2,500), but not past the longest run."""
+    solves = [r["steps_to_solve"] for runs in arms.values() for r in runs if r["steps_to_solve"]]
+    until = int(np.ceil(max([at_least, *solves]) / 2_500) * 2_500)
+    last = max(r["eval_steps"][-1] for runs in arms.values() for r in runs if r["eval_steps"])
+    return min(until, last)
 
 
 def plot_learning_curves(
     arms: dict[str, list[dict]],
     path: Path,
     caption: str,
-    until: int = 10_000,
+    until: int | None = None,
     meta: dict | None = None,
     title: str = "Model-free DQN vs Dyna-DQN on CartPole-v1",
 ) -> None:
-    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm."""
+    """Evaluation return against real steps, mean and 95% confidence band over seeds, per arm
+    (`until`: the last step drawn; None: `steps_shown`)."""
+    until = steps_shown(arms) if until is None else until
     fig, axes = new_figure(1, 1, width=8.0, height=4.6)
     draw_learning_curves(axes[0, 0], arms, until)
     axes[0, 0].set_title(

@@ -19,6 +19,7 @@ file, so that a long sweep survives an interruption and a rerun computes only wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -26,11 +27,12 @@ import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -115,6 +117,17 @@ def evaluate_policy(q_function: nn.Module, seeds: list[int], device: torch.devic
 Probe = Callable[..., dict]
 
 
+_REPORT: Callable[[str], None] | None = None  # where `report` sends news; None: nobody listens
+
+
+def report(text: str) -> None:
+    """News from inside a run (its latest evaluation) for the progress display of the command
+    that runs it, also from a worker process; nothing when no command listens."""
+    if _REPORT is not None:
+        with contextlib.suppress(Exception):  # news is never worth failing a run for
+            _REPORT(text)
+
+
 class Evaluations:
     """One run's evaluation curve as it is measured: when to evaluate, the first solve, when the
     run ends, the probes' measurements, and the run's record at the end.
@@ -154,6 +167,7 @@ class Evaluations:
             self.solved_at, self.wall_to_solve = step, time.perf_counter() - self.started
         if self.probe is not None:
             self.probes.append(self.probe(step=step, eval_seeds=seeds, device=device, **run_state))
+        report(f"{self.label or f'seed {self.seed}'}: step {step:,}, eval return {score:.0f}")
         return score
 
     def record(self, **extra: Any) -> dict:
@@ -389,14 +403,6 @@ def format_estimates(estimates: dict[str, dict], reference: str, cap: int) -> st
 # ----------------------------------------------------------------------------- the runner
 
 
-class Job(Protocol):
-    """What the runner needs of a job: a stable key, a cache file, a rough cost."""
-
-    def key(self) -> str: ...
-    def path(self, root: Path) -> Path: ...
-    def cost(self) -> float: ...
-
-
 def spec_key(spec: dict) -> str:
     """12 hex digits of the SHA-256 of `spec` as sorted JSON: equal specs, equal keys."""
     text = json.dumps(spec, sort_keys=True, default=str)
@@ -408,7 +414,7 @@ def record_path(root: Path, group: str, arm: str, seed: int, key: str) -> Path:
     return Path(root) / group / f"{slug}-seed{seed}-{key}.json"
 
 
-def load_cached(job: Job, root: Path) -> dict | None:
+def load_cached(job, root: Path) -> dict | None:
     """The finished record of `job`, or None if it must (still) be computed."""
     path = job.path(root)
     if not path.is_file():
@@ -423,11 +429,15 @@ def load_cached(job: Job, root: Path) -> dict | None:
     return None
 
 
-def one_thread() -> None:
+def one_thread(news=None) -> None:
     """Worker set-up: one torch thread (a run's numbers depend on the thread count, through the
-    order of the sums in a matrix product), and Ctrl-C left to the parent, which stops the pool."""
+    order of the sums in a matrix product), Ctrl-C left to the parent, which stops the pool, and
+    `report` sending its news to the parent through the queue `news`."""
+    global _REPORT
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if news is not None:
+        _REPORT = news.put_nowait
 
 
 def run_pool(
@@ -436,27 +446,40 @@ def run_pool(
     workers: int,
     backend: str = "local",
     address: str = "",
+    on_report: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yield (index into `jobs`, result) as each `function(job)` finishes.
 
     local: in this process when `workers` is 1 (with one torch thread, as in a worker), else
     `workers` spawned processes of one thread each. ray: the same through Ray's multiprocessing
     Pool (actors on a local Ray instance of `workers` CPUs, or on the cluster at `address`).
-    A Ctrl-C or SIGTERM stops the workers at once; results already yielded are the caller's.
+    `on_report` receives the runs' news (`report`), from local workers too. A Ctrl-C or SIGTERM
+    stops the workers at once; results already yielded are the caller's.
     """
+    global _REPORT
     indexed = list(enumerate(jobs))
     if backend == "local" and (workers == 1 or len(jobs) == 1):
-        threads = torch.get_num_threads()
+        threads, listening = torch.get_num_threads(), _REPORT
         torch.set_num_threads(1)
+        _REPORT = on_report
         try:
             for i, job in indexed:
                 yield i, function(job)
         finally:
             torch.set_num_threads(threads)
+            _REPORT = listening
         return
-    pool = _local_pool(workers, len(jobs)) if backend == "local" else _ray_pool(workers, address)
+    news = None
+    if backend == "local":
+        context = multiprocessing.get_context("spawn")
+        news = context.Queue(maxsize=1000)
+        pool = context.Pool(min(workers, len(jobs)), initializer=one_thread, initargs=(news,))
+        if on_report is not None:
+            threading.Thread(target=_relay, args=(news, on_report), daemon=True).start()
+    else:
+        pool = _ray_pool(workers, address)
     try:
-        for i, result in pool.imap_unordered(_Indexed(function), indexed):
+        for i, result in pool.imap_unordered(functools.partial(_indexed, function), indexed):
             yield i, result
     except BaseException:  # Ctrl-C, SIGTERM or the caller stopped early: stop the workers now
         pool.terminate()
@@ -465,25 +488,24 @@ def run_pool(
         pool.close()  # all done: a clean shutdown (no leaked-semaphore warning at exit)
     finally:
         pool.join()
+        if news is not None:
+            news.put(None)  # ends the relay
         if backend == "ray":
             import ray
 
             ray.shutdown()
 
 
-class _Indexed:
-    """`function` applied to the job of an (index, job) pair; picklable for any worker."""
-
-    def __init__(self, function: Callable[[Any], Any]) -> None:
-        self.function = function
-
-    def __call__(self, item: tuple[int, Any]) -> tuple[int, Any]:
-        return item[0], self.function(item[1])
+def _relay(news, on_report: Callable[[str], None]) -> None:
+    """Hand the workers' news to `on_report` until the pool is done (a None)."""
+    while (text := news.get()) is not None:
+        with contextlib.suppress(Exception):
+            on_report(text)
 
 
-def _local_pool(workers: int, jobs: int):
-    context = multiprocessing.get_context("spawn")
-    return context.Pool(min(workers, jobs), initializer=one_thread)
+def _indexed(function: Callable[[Any], Any], item: tuple[int, Any]) -> tuple[int, Any]:
+    """`function` applied to the job of an (index, job) pair, the index passed through."""
+    return item[0], function(item[1])
 
 
 def _ray_pool(workers: int, address: str):
@@ -514,8 +536,8 @@ def _ray_pool(workers: int, address: str):
 
 
 def run_cached(
-    jobs: list[Job],
-    function: Callable[[Job], dict],
+    jobs: list,
+    function: Callable[[Any], dict],
     root: Path,
     workers: int,
     backend: str = "local",
@@ -523,8 +545,9 @@ def run_cached(
     desc: str = "runs",
 ) -> tuple[dict[str, dict], int]:
     """Every job's record, read from `root` or computed now and saved there the moment it
-    finishes; returns (records by key, how many were computed). Costliest jobs start first, so
-    the workers finish together. An interrupted call resumes where it stopped."""
+    finishes; returns (records by key, how many were computed). A job has `key()` (a hash of what
+    fixes its numbers), `path(root)` (its cache file) and `cost()` (a rough run time); costliest
+    jobs start first. An interrupted call resumes where it stopped."""
     records: dict[str, dict] = {}
     todo = []
     for job in jobs:
@@ -537,8 +560,9 @@ def run_cached(
     todo.sort(key=lambda job: job.cost(), reverse=True)
     done = 0
     bar = progress(total=len(todo), desc=desc, unit="run")
+    results = run_pool(function, todo, workers, backend, address, bar.set_postfix_str)
     try:
-        for i, record in run_pool(function, todo, workers, backend, address) if todo else ():
+        for i, record in results if todo else ():
             save_json(todo[i].path(root), record)  # at once: a stopped sweep keeps it
             records[todo[i].key()] = record
             done += 1
@@ -566,7 +590,8 @@ def run_all(
     order = list(order)
     results: list[dict] = [{}] * len(jobs)
     with contextlib.closing(progress(total=len(jobs), desc=desc, unit="run")) as bar:
-        for i, result in run_pool(function, [jobs[j] for j in order], workers):
+        ordered = [jobs[j] for j in order]
+        for i, result in run_pool(function, ordered, workers, on_report=bar.set_postfix_str):
             results[order[i]] = result
             bar.update(1)
     at_once, cores = min(workers, len(jobs)), os.cpu_count() or 1

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from app import stopped_by
 from app.common import (
@@ -349,8 +350,9 @@ def plot_training_curve(
     history: list[dict], path: Path, caption: str, meta: dict | None = None
 ) -> None:
     epochs = [row["epoch"] for row in history]
-    fig, axes = new_figure(1, 3, width=4.2, height=3.4)
+    fig, axes = new_figure(1, 4, width=3.6, height=3.4)
     titles = {
+        "total": "total loss (picks the kept epoch)",
         "state": "next-state loss (MSE, normalised Δs)",
         "reward": "reward loss (MSE)",
         "done": "done loss (weighted BCE)",
@@ -366,16 +368,17 @@ def plot_training_curve(
             label="validation (held-out episodes)",
         )
         ax.set_yscale("log")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-    axes[0][0].set_ylabel("loss (log scale)")
+        ax.set_ylabel("loss (log scale)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].legend()
     best = min(history, key=lambda row: row["val"]["total"])
     for ax in axes[0]:
         ax.axvline(best["epoch"], color="#888888", ls=":", lw=1)
     fig.suptitle(
-        f"World model training — dotted line: best validation epoch ({best['epoch']}), "
-        "the weights that are kept"
+        f"World model training. Dotted line: epoch {best['epoch']}, the lowest total validation "
+        "loss (left panel), whose weights are kept; a single head's curve may be higher there"
     )
     add_caption(fig, caption)
     save_figure(fig, path, meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,11 +127,17 @@ def test_benchmark_smoke_then_resume_from_its_cache(tmp_path: Path) -> None:
     assert again.returncode == 0 and "2 cached" in again.stdout and "0 to compute" in again.stdout
 
 
-def test_whole_pipeline_quick(tmp_path: Path) -> None:
+def test_whole_pipeline_quick_writes_only_in_its_own_folder(tmp_path: Path) -> None:
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "compounding_error.png").write_bytes(b"the real run's plot")
     result = run_module("app", "--quick", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Written:" in result.stdout
-    assert (tmp_path / "plots" / "compounding_error.png").is_file()
+    assert "Written:" in result.stdout and "quick/" in result.stdout
+    assert (tmp_path / "quick" / "plots" / "compounding_error.png").is_file()
+    assert (tmp_path / "quick" / "results" / "agent.json").is_file()
+    outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [p for p in outside if not p.startswith("quick/")] == ["plots/compounding_error.png"]
+    assert (tmp_path / "plots" / "compounding_error.png").read_bytes() == b"the real run's plot"
 
 
 def test_world_model_self_check_fails_loudly(tmp_path: Path) -> None:
@@ -211,3 +218,50 @@ def test_nonsense_flags(
 ) -> None:
     assert_one_line_error(run_in_process(module, *args, cwd=tmp_path, capsys=capsys), fragment)
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- README vs --help
+
+SUBCOMMANDS = {"app.practice": ["start", "check", "answer", "reset", "reveal", "status"]}
+NOT_OURS = {"--group", "--locked", "--compile-bytecode", "--no-project", "--with"}  # uv's flags
+
+
+def helps(tmp_path: Path, capsys) -> dict[str, str]:
+    """Every command's --help (and its subcommands'), by module."""
+    texts = {}
+    for module in COMMANDS:
+        parts = [run_in_process(module, "--help", cwd=tmp_path, capsys=capsys).stdout]
+        for sub in SUBCOMMANDS.get(module, []):
+            parts.append(run_in_process(module, sub, "--help", cwd=tmp_path, capsys=capsys).stdout)
+        texts[module] = "\n".join(parts)
+    return texts
+
+
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def test_every_flag_the_readme_names_exists(tmp_path: Path, capsys) -> None:
+    readme = (REPO / "README.md").read_text()
+    texts = helps(tmp_path, capsys)
+    flags = {module: set(FLAG.findall(text)) for module, text in texts.items()}
+    # a flag written after a command, in one line or code span, belongs to that command
+    for found in re.finditer(r"python -m (app(?:\.\w+)?)([^`\n]*)", readme):
+        for flag in FLAG.findall(found[2]):
+            assert flag in flags[found[1]], f"README: `{found[0]}`: {found[1]} has no {flag}"
+    # and every other flag the README names belongs to some command
+    known = set().union(*flags.values()) | NOT_OURS
+    unknown = sorted(set(FLAG.findall(readme)) - known)
+    assert unknown == [], f"README names flags no command has: {unknown}"
+
+
+def test_the_readme_is_right_about_seed_and_device(tmp_path: Path, capsys) -> None:
+    texts = helps(tmp_path, capsys)
+    for module in ("app", "app.world_model", "app.train_model", "app.plan_with_model", "app.agent"):
+        assert "--device" in texts[module], module
+    for module in ("app.agent", "app.experiments", "app.benchmark"):
+        assert "--seeds" in texts[module], module
+    for module in ("app", "app.world_model", "app.data_collection", "app.train_model"):
+        assert "--seed " in texts[module] or "--seed SEED" in texts[module], module
+    assert "usage: python -m app " in texts["app"]  # not app.__main__
+    assert "(default: )" not in "".join(texts.values())
+    assert "(default: every core" not in texts["app.experiments"]

@@ -27,6 +27,7 @@ LEVELS = {
     "world_model": 2,
     "data_collection": 3,
     "train_model": 3.5,
+    "planning_plots": 3.9,  # phase 4's figures, beside the shared plot helpers
     "plan_with_model": 4,
     "screen": 4.5,  # engineering around phase 5, below the agent that calls it
     "agent": 5,

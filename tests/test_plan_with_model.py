@@ -11,8 +11,8 @@ from app.plan_with_model import (
     evaluate_model_accuracy,
     first_crossing,
     imagine_rollout,
-    save_dream_gif,
 )
+from app.planning_plots import save_dream_gif
 from app.world_model import WorldModel, WorldModelConfig
 from tests.grading import expect, expect_close, expect_equal, expect_shape
 
@@ -145,8 +145,63 @@ def test_dream_gif_is_a_small_animation(tmp_path) -> None:
     imagined = real.copy()
     imagined[20:, 0] = 0.1 * (steps[20:] - 20)  # the dream's cart wanders off from step 20
     path = tmp_path / "dream.gif"
-    frames = save_dream_gif(real, imagined, diverged_at=20, threshold=1e-2, path=path, every=2)
+    frames = save_dream_gif(
+        real, imagined, diverged_at=20, model_done=30, threshold=1e-2, path=path, every=2
+    )
     assert frames == 21  # steps 0, 2, ..., 40
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == frames
     assert path.stat().st_size < 1_000_000
+
+
+# ----------------------------------------------------------------------------- the coverage map
+
+
+class TrueCartPole(CountingModel):
+    """A 'model' that is CartPole itself (gymnasium's physics, one step): exact by construction.
+    With `wrong_beyond`, it adds 0.1 m to the cart's position wherever x > wrong_beyond."""
+
+    def __init__(self, wrong_beyond: float = float("inf")) -> None:
+        super().__init__()
+        self.wrong_beyond = wrong_beyond
+
+    def step(self, state, action):
+        from app.plan_with_model import true_rollout
+
+        truth = true_rollout(state.numpy(), action.numpy()[:, None])
+        next_state = torch.as_tensor(truth.next_states[:, 0])
+        next_state[:, 0] += 0.1 * (state[:, 0] > self.wrong_beyond)
+        return next_state, torch.ones(len(state)), torch.as_tensor(truth.terminated[:, 0]).float()
+
+
+def test_the_coverage_map_is_measured_against_cartpoles_own_physics() -> None:
+    from app.plan_with_model import SLICES, accuracy_table, coverage_map
+
+    rng = np.random.default_rng(0)
+    exact = coverage_map(TrueCartPole(), cells=8, rng=rng)
+    for found in exact.values():
+        expect_close(
+            found["error"], np.zeros((8, 8)), "one-step error of an exact model", atol=1e-10
+        )
+        expect_close(found["false_done"], np.zeros((8, 8)), "false dones of an exact model")
+    wrong = coverage_map(TrueCartPole(wrong_beyond=1.0), cells=8, rng=rng)["position x angle"]
+    low, high = wrong["edges"][0][[0, -1]]
+    centres = (wrong["edges"][0][:-1] + wrong["edges"][0][1:]) / 2
+    beyond = centres > 1.0 + (high - low) / 8  # cells wholly past x = 1
+    within = centres < 1.0 - (high - low) / 8
+    expect_close(
+        wrong["error"][beyond],
+        np.full_like(wrong["error"][beyond], 0.01 / 4),
+        "error where the model is wrong (0.1 m on x: 0.01 / 4)",
+    )
+    expect_close(
+        wrong["error"][within],
+        np.zeros_like(wrong["error"][within]),
+        "error where it is exact",
+        atol=1e-10,
+    )
+    assert set(SLICES) == set(exact)
+    table = accuracy_table(
+        TrueCartPole(), rng.normal(0, 0.05, (50, 4)), rng.integers(0, 2, 50), 200, 0
+    )
+    assert all(row["state_mse"] < 1e-10 and row["false_done_rate"] == 0 for row in table.values())

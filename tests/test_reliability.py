@@ -201,8 +201,9 @@ def test_plots_record_what_made_them(tmp_path: Path) -> None:
     from PIL import Image
 
     assert run_module("app", "--quick", "--skip-agent", cwd=tmp_path).returncode == 0
-    for name in ("training_curve", "trajectory_comparison", "compounding_error"):
-        meta = json.loads(Image.open(tmp_path / "plots" / f"{name}.png").info["Description"])
+    for name in ("training_curve", "trajectory_comparison", "compounding_error", "model_coverage"):
+        png = tmp_path / "quick" / "plots" / f"{name}.png"
+        meta = json.loads(Image.open(png).info["Description"])
         assert {"config", "versions", "git_commit"} <= set(meta)
 
 
