@@ -6,7 +6,7 @@
 Reads nothing (`--warm-start`: checkpoints/world_model.pt; its data are not counted as real steps).
 Writes plots/dqn_vs_dyna.png (evaluation return against real steps, mean and 95% band over seeds),
 results/agent.json (every run's curve and figures) and checkpoints/dqn.pt (the Dyna agent's
-Q-network, first seed, for `app.data_collection --policy epsilon_greedy`).
+acting Q-network, the evaluated one, first seed: for `app.data_collection --policy epsilon_greedy`).
 
 The Dyna loop (Sutton & Barto, chapter 8), one code path for both arms: every real step goes into
 the replay buffer and feeds a Q-learning update; with K > 0 the agent also refits its world model
@@ -47,7 +47,8 @@ from app.common import (
 from app.plan_with_model import imagine_rollout
 from app.plotting import plot_learning_curves
 from app.policies import q_network, save_q_network
-from app.runs import Budget, Evaluations, Probe, aggregate, format_table, run_all
+from app.runner import run_all
+from app.runs import Budget, Evaluations, Probe, aggregate, format_table
 from app.screen import ScreenConfig, make_screen
 from app.storage import require_writable, run_metadata, save_json
 from app.train_model import ModelFitter, load_world_model, network_bytes
@@ -132,8 +133,9 @@ class Config:
             self, "rollout_length", "lr", "batch_size", "hidden_size", "buffer_size",
             "target_update_interval", "exploration_steps", "model_train_interval", "model_sample",
             "model_initial_epochs", "model_hidden_size", "workers", "gamma", "tau",
+            "learning_starts",  # >= 1: the model's first fit needs data
         )  # fmt: skip
-        require_non_negative(self, "planning_steps", "real_updates", "learning_starts")
+        require_non_negative(self, "planning_steps", "real_updates")
         require_probability(self, "epsilon_start", "epsilon_end", "gamma", "tau")
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         E, buffer = self.ensemble.ensemble_size, min(self.buffer_size, self.budget.max_steps)
@@ -204,8 +206,7 @@ class ReplayBuffer:
 
 
 class DQNAgent:
-    """A Q-network, its target network and optimiser, as `cfg` says; `generator` (seeded by the
-    run) draws the exploration coins and random actions."""
+    """A Q-network, its target network and optimiser; `generator` draws exploration's coins."""
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator) -> None:
         self.q_network = q_network(cfg.hidden_size).to(device)
@@ -221,11 +222,9 @@ class DQNAgent:
     def select_action(
         self, states: torch.Tensor, epsilon: float, network: nn.Module | None = None
     ) -> torch.Tensor:
-        """Epsilon-greedy: (B, S) states -> (B,) actions, each random with probability epsilon.
-
-        A random action is uniform over all A actions (so the greedy one is picked with probability
-        1 - epsilon + epsilon / A). Greedy with respect to `network`, the learner by default.
-        """
+        """Epsilon-greedy: (B, S) states -> (B,) actions, each random with probability epsilon,
+        uniform over all A actions (so the greedy one is picked with probability 1 - epsilon +
+        epsilon / A). Greedy with respect to `network`, the learner by default."""
         # TODO(phase 5): greedy actions from the Q-network, each replaced by a uniformly random
         # action with probability epsilon.
         # HINT: argmax over dim 1 of the Q-values of `network` (None: self.q_network); draw the
@@ -316,8 +315,8 @@ def _train_on_simulated_data(
 
     Draws enough real start states that every imagined transition is used about once, rolls each
     out `rollout_length` steps with the agent's current epsilon-greedy policy (stopping at
-    predicted dones), and trains on the valid imagined transitions in `num_updates` mini-batches.
-    Returns the number of imagined transitions used.
+    predicted dones), and trains on the valid imagined transitions in at most `num_updates`
+    mini-batches. Returns the number of imagined transitions used.
     """
     num_starts = math.ceil(num_updates * batch_size / rollout_length)
     # TODO(phase 5): imagine from real start states with the current policy, keep the valid
@@ -328,8 +327,8 @@ def _train_on_simulated_data(
     # HINT: keep the steps where rollout.valid & trusted_steps(model, rollout) (trusted_steps only
     #       cuts for phase 6's ensembles); the model's done is the "terminated" of an imagined
     #       transition (the TD target must stop there).
-    # HINT: shuffle with torch.randperm(count, generator=agent.generator) and split with
-    #       .chunk(num_updates); chunk returns fewer pieces when count < num_updates. Return count.
+    # HINT: count = the valid transitions; shuffle with torch.randperm(count, generator=agent.
+    #       generator), split with .chunk(num_updates): at most that many pieces, maybe fewer.
     # ### BEGIN SOLUTION (phase 5: _train_on_simulated_data)
     starts = buffer.sample(num_starts, agent.generator)["state"]  # (B, S) real states
     rollout = imagine_rollout(
@@ -440,7 +439,7 @@ def train_dyna_agent(cfg: Config, seed: int, probe: Probe | None = None) -> dict
         planning_steps=cfg.planning_steps,
         updates=agent.updates,
         imagined_transitions=imagined_total,
-        q_weights=screen.acting_network.state_dict(),  # the evaluated network
+        q_weights={k: v.cpu() for k, v in screen.acting_network.state_dict().items()},  # evaluated
         **screen.record(),
     )
 
@@ -463,7 +462,8 @@ def main(cfg: Config) -> dict:
         f"dyna (K={dyna_k}, k={cfg.rollout_length})": replace(cfg, planning_steps=dyna_k),
     }
     jobs = [(arm_cfg, seed) for arm_cfg in arms_cfg.values() for seed in cfg.seeds]
-    runs = iter(run_all(_train, jobs, cfg.workers, cost=lambda job: job[0].planning_steps))
+    note = "the defaults take 1-2 minutes on a 2-core laptop"
+    runs = iter(run_all(_train, jobs, cfg.workers, lambda job: job[0].planning_steps, note=note))
     arms = {name: [next(runs) for _ in cfg.seeds] for name in arms_cfg}
 
     meta = run_metadata(cfg)
@@ -482,8 +482,7 @@ def main(cfg: Config) -> dict:
 
 def caption(cfg: Config, dyna_k: int) -> str:
     """The settings of a DQN vs Dyna comparison, in words."""
-    target = f"target copy every {cfg.target_update_interval} updates" if cfg.tau == 1.0 else (
-        f"Polyak target (tau {cfg.tau:g} every {cfg.target_update_interval} updates)")
+    target = f"target network moved by tau {cfg.tau:g} every {cfg.target_update_interval} updates"
     return (
         f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
         f"{cfg.lr:g}, batch {cfg.batch_size} ({cfg.terminal_samples} of them real terminations), "

@@ -238,6 +238,8 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except NotImplementedError as todo:  # practice mode: a TODO stub was reached
+        if "see TODO above" not in str(todo):
+            raise  # PyTorch's own (a missing kernel): not a learner's TODO
         print(
             f"error: {todo} (still a TODO; `uv run python -m app.practice status` lists what is "
             "open)",
@@ -417,6 +419,8 @@ class LineProgress:
             return
         self.closed = True
         self._stop.set()
+        if self._ticker is not threading.current_thread():
+            self._ticker.join()
         if time.monotonic() - self.started >= self.every:  # a long step ends with a line too
             self._write(self.line(final=True))
 

@@ -62,6 +62,7 @@ from app.plotting import (
     save_figure,
 )
 from app.policies import greedy
+from app.runner import record_path, run_cached, spec_key
 from app.runs import (
     SOLVED_RETURN,
     Budget,
@@ -69,9 +70,6 @@ from app.runs import (
     finite_weights,
     format_table,
     learning_curves,
-    record_path,
-    run_cached,
-    spec_key,
 )
 from app.screen import ScreenConfig
 from app.storage import atomic_path, require_writable, run_metadata, save_json
@@ -401,6 +399,7 @@ def main(cfg: Config) -> dict:
     ]
     require_writable(*plots, cfg.results_dir / "summary.md", cfg.results_dir / "summary.json")
     jobs = plan_jobs(cfg)
+    print("From an empty cache the default studies take about 10 minutes on a 2-core laptop.")
     records, computed = run_cached(
         jobs, run_job, cfg.results_dir, cfg.workers, cfg.backend, cfg.address
     )

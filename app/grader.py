@@ -108,7 +108,8 @@ def run_tests(
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(read_end, lines), daemon=True).start()
     output: list[str] = []
-    threading.Thread(target=_drain, args=(child.stdout, output), daemon=True).start()
+    drain = threading.Thread(target=_drain, args=(child.stdout, output), daemon=True)
+    drain.start()
     report = Report([])
     current: Outcome | None = None
     started = time.monotonic()
@@ -136,14 +137,17 @@ def run_tests(
                 report.outcomes.append(current)
                 started = time.monotonic()
                 notify("start", current)
-            elif event["event"] == "end" and current is not None:
-                current.outcome, current.seconds = event["outcome"], event["seconds"]
-                current.kind, current.message = event["kind"], event["message"]
-                current.frames = [tuple(frame) for frame in event["frames"]]
-                notify("end", current)
+            elif event["event"] == "end":
+                ended = current or next(o for o in report.outcomes if o.test == event["test"])
+                ended.outcome, ended.seconds = event["outcome"], event["seconds"]
+                ended.kind, ended.message = event["kind"], event["message"]
+                ended.frames = [tuple(frame) for frame in event["frames"]]
+                if current is not None:  # (a second "end": its tear-down failed, shown below)
+                    notify("end", current)
                 current = None
     finally:
         _stop(child)
+        drain.join(timeout=5)  # the child's last words, for a crash report
     if current is not None and current.outcome == "running":  # the child died inside a test
         current.outcome = "crashed"
         current.message = "".join(output)[-2000:].strip() or f"exit code {child.returncode}"
@@ -249,7 +253,7 @@ def check(ws: Workspace, target: str, timeout: float = DEFAULT_TIMEOUT, out=sys.
     for phase in phases:
         gaps, number = choose(ws, str(phase) if phase else target, regions)
         passed_all &= _check_one(ws, gaps, number, timeout, state, out)
-    ws.save_state(state)
+        ws.save_state(state)  # after each phase: a later one that stops loses nothing
     return passed_all
 
 
@@ -268,7 +272,8 @@ def _check_one(ws, gaps: list[Region], phase: int | None, timeout: float, state:
             total[0] = value
         elif kind == "end":
             seen.append(value)
-            mark = {"passed": "ok  ", "timeout": "STOP"}.get(value.outcome, "FAIL")
+            marks = {"passed": "ok  ", "timeout": "STOP", "skipped": "skip"}
+            mark = marks.get(value.outcome, "FAIL")
             mark = "todo" if value.kind == "NotImplementedError" else mark
             count = f"[{len(seen):>2}/{total[0]}]"
             print(
@@ -282,7 +287,7 @@ def _check_one(ws, gaps: list[Region], phase: int | None, timeout: float, state:
     stopped = [o for o in report.outcomes if o.outcome in ("timeout", "crashed")]
     if stopped:
         raise _stopped_error(ws, stopped[0], timeout, phase or gaps[0].name)
-    failures = [o for o in report.outcomes if o.outcome != "passed"]
+    failures = [o for o in report.outcomes if o.outcome not in ("passed", "skipped")]
     if not report.outcomes:
         raise UserError(f"no test grades {title}: is tests/ complete? (`git status tests`)")
     if phase is not None:
@@ -377,6 +382,7 @@ class _Reporter:
     def __init__(self, pipe, gaps: set[str], phase: int | None) -> None:
         self.pipe, self.gaps, self.phase = pipe, gaps, phase
         self.started = 0.0
+        self.errors: dict[str, tuple[str, str, list]] = {}
 
     def emit(self, **event) -> None:
         self.pipe.write(json.dumps(event) + "\n")
@@ -410,26 +416,26 @@ class _Reporter:
         self.emit(event="start", test=item.nodeid, gaps=self.item_gaps(item))
 
     def pytest_runtest_makereport(self, item, call) -> None:
-        import pytest
-
-        failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
-        if call.when != "call" and not failed:
-            return  # a passed set-up or tear-down: the test's own result comes with "call"
-        kind = message = ""
-        frames: list[tuple[str, int]] = []
-        if failed:
+        """Keep the exception of a failing phase whole (its type, message and frames)."""
+        if call.excinfo is not None:
             error = call.excinfo.value
-            kind, message = type(error).__name__, str(error)
             frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-        self.emit(
-            event="end",
-            test=item.nodeid,
-            outcome="failed" if failed else "passed",
-            seconds=time.perf_counter() - self.started,
-            kind=kind,
-            message=message,
-            frames=frames,
-        )
+            self.errors[item.nodeid] = (type(error).__name__, str(error), frames)
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """One "end" per test: at its call, or at a set-up that failed or skipped it; a failing
+        tear-down after a passed call sends a second one, which turns the test into a failure."""
+        if report.when == "call" or report.outcome != "passed":
+            kind, message, frames = self.errors.get(report.nodeid, ("", "", []))
+            self.emit(
+                event="end",
+                test=report.nodeid,
+                outcome=report.outcome,  # passed, failed or skipped
+                seconds=time.perf_counter() - self.started,
+                kind=kind if report.failed else "",
+                message=message if report.failed else "",
+                frames=frames if report.failed else [],
+            )
 
 
 def _child(argv: list[str]) -> int:

@@ -1,7 +1,5 @@
 """Runs of a DQN agent, measured one way everywhere: evaluation, records, statistics, the runner.
-
-Shared by app.agent (phase 5), app.experiments (phase 6) and app.benchmark, so that a number means
-the same thing in each of them:
+Shared by app.agent, app.experiments and app.benchmark, so a number means the same in each:
 
     evaluation  every `eval_interval` real steps, `eval_episodes` greedy episodes on seeded
                 evaluation environments (their steps are not counted as real steps)
@@ -11,27 +9,15 @@ the same thing in each of them:
     run length  until `min_steps`, or `steps_after_solve` past the solve if later, at most
                 `max_steps` (a run that never solves goes on to the cap)
 
-The runner executes one function over many jobs, in local processes of one thread each or as Ray
-actors through the same `multiprocessing.Pool` interface, and caches each finished job as a JSON
-file, so that a long sweep survives an interruption and a rerun computes only what is missing.
+The runner that runs many of them, locally or on Ray, with its cache, is app/runner.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import json
 import math
-import multiprocessing
-import os
-import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -39,14 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.common import ENV_ID, UserError, progress, require_positive
+from app.common import (
+    ENV_ID,
+    UserError,
+    require,
+    require_non_negative,
+    require_positive,
+)
 from app.policies import greedy
-from app.storage import save_json
+from app.runner import report
 
 SOLVED_RETURN = 475.0
 STABILITY_WINDOW = 10  # evaluations after the solve that count towards stability
 AUC_STEPS = 10_000
-RAY_HINT = "uv sync --group ray, then run with `uv run --group ray python -m ...`"
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -69,10 +60,14 @@ class Budget:
 
     def __post_init__(self) -> None:
         require_positive(self, "eval_interval", "eval_episodes", "min_steps", "max_steps")
-        if self.steps_after_solve < 0:
-            raise UserError(f"--steps-after-solve must be >= 0, got {self.steps_after_solve}")
-        if self.min_steps > self.max_steps:
-            raise UserError("--min-steps must not exceed --max-steps")
+        require_non_negative(self, "steps_after_solve")
+        require(self.min_steps <= self.max_steps, "--min-steps must not exceed --max-steps")
+        evaluations = self.max_steps // self.eval_interval  # `eval_seeds` keeps runs apart to 100
+        require(
+            self.eval_episodes <= 100 and evaluations <= 100,
+            f"at most 100 evaluations of at most 100 episodes, got {evaluations} of "
+            f"{self.eval_episodes}: raise --eval-interval or lower --max-steps",
+        )
 
     def run_length(self, solved_at: int | None) -> int:
         """Real steps a run lasts, given the step of its first solve (None: not solved yet)."""
@@ -117,27 +112,10 @@ def evaluate_policy(q_function: nn.Module, seeds: list[int], device: torch.devic
 Probe = Callable[..., dict]
 
 
-_REPORT: Callable[[str], None] | None = None  # where `report` sends news; None: nobody listens
-
-
-def report(text: str) -> None:
-    """News from inside a run (its latest evaluation) for the progress display of the command
-    that runs it, also from a worker process; nothing when no command listens."""
-    if _REPORT is not None:
-        with contextlib.suppress(Exception):  # news is never worth failing a run for
-            _REPORT(text)
-
-
 class Evaluations:
-    """One run's evaluation curve as it is measured: when to evaluate, the first solve, when the
-    run ends, the probes' measurements, and the run's record at the end.
-
-    Args:
-        budget: when to evaluate, and how long the run lasts.
-        seed: the run's seed (it fixes the evaluation episodes).
-        label: names the run in progress lines.
-        probe: called after each evaluation (see `Probe`); its dicts go to the record's "probes".
-    """
+    """One run's evaluation curve as it is measured: when to evaluate (`budget`), the first solve,
+    when the run ends, and the run's record. `seed` fixes the evaluation episodes, `label` names
+    the run in progress lines, `probe` (see `Probe`) measures after each evaluation."""
 
     def __init__(self, budget: Budget, seed: int, label: str = "", probe: Probe | None = None):
         self.budget, self.seed, self.label, self.probe = budget, seed, label, probe
@@ -291,7 +269,11 @@ def format_table(arms: dict[str, dict], auc_label: str = "AUC 10k") -> str:
             f"{a['solved']} | {_fmt(a['stability'], '.2f')} | {a['auc_10k']:.0f} | "
             f"{_fmt(a['median_wall_s'], '.1f')} |"
         )
-    return "\n".join(lines)
+    over = "the first 10,000 real steps" if auc_label == "AUC 10k" else "the run"
+    return "\n".join(lines) + (
+        "\n\n(– not solved; stability: share of the 10 evaluations after the solve that stay at "
+        f"475 or more; {auc_label}: mean evaluation return over {over}; wall s: to the solve)"
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -398,203 +380,3 @@ def format_estimates(estimates: dict[str, dict], reference: str, cap: int) -> st
             f"{cell(figures.get(f'p_{reference}_earlier'), '.2f')} |"
         )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- the runner
-
-
-def spec_key(spec: dict) -> str:
-    """12 hex digits of the SHA-256 of `spec` as sorted JSON: equal specs, equal keys."""
-    text = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def record_path(root: Path, group: str, arm: str, seed: int, key: str) -> Path:
-    slug = re.sub(r"[^a-z0-9]+", "-", arm.lower()).strip("-")
-    return Path(root) / group / f"{slug}-seed{seed}-{key}.json"
-
-
-def load_cached(job, root: Path) -> dict | None:
-    """The finished record of `job`, or None if it must (still) be computed."""
-    path = job.path(root)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if isinstance(record, dict) and record.get("key") == job.key() and "run" in record:
-            return record
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
-    print(f"warning: {path} is unreadable or from another config; running it again")
-    return None
-
-
-def one_thread(news=None) -> None:
-    """Worker set-up: one torch thread (a run's numbers depend on the thread count, through the
-    order of the sums in a matrix product), Ctrl-C left to the parent, which stops the pool, and
-    `report` sending its news to the parent through the queue `news`."""
-    global _REPORT
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if news is not None:
-        _REPORT = news.put_nowait
-
-
-def run_pool(
-    function: Callable[[Any], Any],
-    jobs: list,
-    workers: int,
-    backend: str = "local",
-    address: str = "",
-    on_report: Callable[[str], None] | None = None,
-) -> Iterator[tuple[int, Any]]:
-    """Yield (index into `jobs`, result) as each `function(job)` finishes.
-
-    local: in this process when `workers` is 1 (with one torch thread, as in a worker), else
-    `workers` spawned processes of one thread each. ray: the same through Ray's multiprocessing
-    Pool (actors on a local Ray instance of `workers` CPUs, or on the cluster at `address`).
-    `on_report` receives the runs' news (`report`), from local workers too. A Ctrl-C or SIGTERM
-    stops the workers at once; results already yielded are the caller's.
-    """
-    global _REPORT
-    indexed = list(enumerate(jobs))
-    if backend == "local" and (workers == 1 or len(jobs) == 1):
-        threads, listening = torch.get_num_threads(), _REPORT
-        torch.set_num_threads(1)
-        _REPORT = on_report
-        try:
-            for i, job in indexed:
-                yield i, function(job)
-        finally:
-            torch.set_num_threads(threads)
-            _REPORT = listening
-        return
-    news = None
-    if backend == "local":
-        context = multiprocessing.get_context("spawn")
-        news = context.Queue(maxsize=1000)
-        pool = context.Pool(min(workers, len(jobs)), initializer=one_thread, initargs=(news,))
-        if on_report is not None:
-            threading.Thread(target=_relay, args=(news, on_report), daemon=True).start()
-    else:
-        pool = _ray_pool(workers, address)
-    try:
-        for i, result in pool.imap_unordered(functools.partial(_indexed, function), indexed):
-            yield i, result
-    except BaseException:  # Ctrl-C, SIGTERM or the caller stopped early: stop the workers now
-        pool.terminate()
-        raise
-    else:
-        pool.close()  # all done: a clean shutdown (no leaked-semaphore warning at exit)
-    finally:
-        pool.join()
-        if news is not None:
-            news.put(None)  # ends the relay
-        if backend == "ray":
-            import ray
-
-            ray.shutdown()
-
-
-def _relay(news, on_report: Callable[[str], None]) -> None:
-    """Hand the workers' news to `on_report` until the pool is done (a None)."""
-    while (text := news.get()) is not None:
-        with contextlib.suppress(Exception):
-            on_report(text)
-
-
-def _indexed(function: Callable[[Any], Any], item: tuple[int, Any]) -> tuple[int, Any]:
-    """`function` applied to the job of an (index, job) pair, the index passed through."""
-    return item[0], function(item[1])
-
-
-def _ray_pool(workers: int, address: str):
-    """Ray actors behind the `multiprocessing.Pool` interface. The `app` package travels with
-    them, so the nodes of a cluster only need this project's dependencies installed."""
-    # Under `uv run`, Ray would start every worker through `uv run` in a copy of this folder,
-    # building a fresh environment (minutes); the workers use this interpreter instead, unless
-    # the user asks for Ray's behaviour with RAY_ENABLE_UV_RUN_RUNTIME_ENV=1.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    try:
-        import ray
-        from ray.util.multiprocessing import Pool
-    except ImportError:
-        raise UserError(f"--backend ray needs Ray, an optional dependency: {RAY_HINT}") from None
-    options: dict[str, Any] = dict(
-        runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]},
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
-    ours = signal.getsignal(signal.SIGTERM)
-    if address:
-        ray.init(address=address, **options)
-    else:
-        ray.init(num_cpus=workers, **options)
-    signal.signal(signal.SIGTERM, ours)  # ray.init replaces it; SIGTERM stops this run cleanly
-    return Pool(processes=None if address else workers, initializer=one_thread)
-
-
-def run_cached(
-    jobs: list,
-    function: Callable[[Any], dict],
-    root: Path,
-    workers: int,
-    backend: str = "local",
-    address: str = "",
-    desc: str = "runs",
-) -> tuple[dict[str, dict], int]:
-    """Every job's record, read from `root` or computed now and saved there the moment it
-    finishes; returns (records by key, how many were computed). A job has `key()` (a hash of what
-    fixes its numbers), `path(root)` (its cache file) and `cost()` (a rough run time); costliest
-    jobs start first. An interrupted call resumes where it stopped."""
-    records: dict[str, dict] = {}
-    todo = []
-    for job in jobs:
-        record = load_cached(job, root)
-        if record is None:
-            todo.append(job)
-        else:
-            records[job.key()] = record
-    print(f"{len(jobs)} runs: {len(records)} cached in {root}/, {len(todo)} to compute", flush=True)
-    todo.sort(key=lambda job: job.cost(), reverse=True)
-    done = 0
-    bar = progress(total=len(todo), desc=desc, unit="run")
-    results = run_pool(function, todo, workers, backend, address, bar.set_postfix_str)
-    try:
-        for i, record in results if todo else ():
-            save_json(todo[i].path(root), record)  # at once: a stopped sweep keeps it
-            records[todo[i].key()] = record
-            done += 1
-            bar.update(1)
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the workers are stopped by now
-        bar.close()
-        raise type(stop)(
-            f"stopped after {done} new runs, all saved in {root}/; run the same command to resume"
-        ) from None
-    bar.close()
-    return records, len(todo)
-
-
-def run_all(
-    function: Callable[[Any], dict],
-    jobs: Iterable,
-    workers: int,
-    cost: Callable[[Any], float] | None = None,
-    desc: str = "runs",
-) -> list[dict]:
-    """`function(job)` for every job, in `workers` local processes; results in job order. With
-    `cost`, the costliest jobs start first, so that the cheap ones fill the gaps at the end."""
-    jobs = list(jobs)
-    order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i])) if cost else range(len(jobs))
-    order = list(order)
-    results: list[dict] = [{}] * len(jobs)
-    with contextlib.closing(progress(total=len(jobs), desc=desc, unit="run")) as bar:
-        ordered = [jobs[j] for j in order]
-        for i, result in run_pool(function, ordered, workers, on_report=bar.set_postfix_str):
-            results[order[i]] = result
-            bar.update(1)
-    at_once, cores = min(workers, len(jobs)), os.cpu_count() or 1
-    if at_once > cores:
-        print(f"(wall times: {at_once} runs at a time shared {cores} CPU cores)")
-    return results

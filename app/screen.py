@@ -133,7 +133,7 @@ class ModelScreen(NoScreen):
         real episode-start states; the learner is accepted when its imagined episodes last at
         least as long in total. Returns whether it was accepted.
         """
-        starts = episode_starts(buffer.episode[: buffer.size])
+        starts = stored_episode_starts(buffer)
         pick = torch.randint(len(starts), (self.cfg.screen_starts,), generator=self.generator)
         states = buffer.state[starts[pick]]
         horizon = self.cfg.screen_horizon
@@ -151,6 +151,17 @@ def episode_starts(episode: torch.Tensor) -> torch.Tensor:
     first = torch.ones_like(episode, dtype=torch.bool)
     first[1:] = episode[1:] != episode[:-1]
     return torch.nonzero(first).squeeze(1)
+
+
+def stored_episode_starts(buffer) -> torch.Tensor:
+    """The rows of a replay buffer that hold the first state of an episode. Once the ring buffer
+    has wrapped, its rows are read oldest first; the oldest (mid-episode by then) is left out."""
+    if buffer.size < buffer.capacity:
+        return episode_starts(buffer.episode[: buffer.size])
+    rows = torch.arange(buffer.capacity, device=buffer.episode.device)
+    oldest_first = (rows + buffer.position) % buffer.capacity
+    starts = oldest_first[episode_starts(buffer.episode[oldest_first])]
+    return starts[1:] if len(starts) > 1 else starts
 
 
 def make_screen(

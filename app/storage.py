@@ -60,7 +60,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             yield tmp
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: the usual mode of a new file
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: the usual mode of a new file
             os.replace(tmp, path)
         except OSError as error:
             raise UserError(
@@ -99,6 +99,9 @@ def _umask() -> int:
     return mask
 
 
+_UMASK = _umask()  # read once, at import, before any thread could create a file meanwhile
+
+
 def require_file(path: Path, command: str) -> Path:
     """`path` if it is a regular file, else a `UserError` naming the `command` that makes it."""
     path = Path(path)
@@ -132,9 +135,9 @@ def _require_writable(path: Path) -> None:
                         "choose another output path")  # fmt: skip
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {folder}/ (permission denied): choose a writable folder")
-    if path.is_file():
-        try:  # setting a file's times to their own values changes nothing, but fails where the
-            status = path.stat()  # file may not be replaced (an immutable file)
+    if path.is_file() and path.stat().st_uid == os.geteuid():  # (another user's file: a shared
+        try:  # folder decides, and os.replace says.) Setting a file's times to their own values
+            status = path.stat()  # changes nothing, but fails on a file that may not be replaced
             os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
         except OSError as error:
             raise UserError(
@@ -261,9 +264,9 @@ def load_transitions(path: Path = DATA_PATH) -> Transitions:
     """Load and check an npz of transitions; any problem is one `UserError` naming the fix.
 
     Each array's shape and dtype are read from its header and checked against `SCHEMA`, and the
-    bytes it declares against the bytes the file holds, before anything is loaded: a damaged or
-    crafted header cannot make this allocate more than the file and the machine hold. Only the
-    schema's arrays are loaded (an extra one is ignored).
+    bytes it declares against the member's size in the zip, before anything is loaded; the rows
+    must also fit in memory. A damaged or crafted header cannot make this allocate more than the
+    machine holds. Only the schema's arrays are loaded (an extra one is ignored).
     """
     path = require_file(path, COLLECT_COMMAND)
     redo = f"re-create it with `{COLLECT_COMMAND}`"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.common import UserError
+from app.storage import atomic_path, save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = ".practice"
@@ -189,12 +189,9 @@ class Workspace:
         return folder
 
     def write(self, file: str, text: str) -> None:
-        """Replace `file` whole or not at all (a temporary file of this process, then a rename)."""
-        path = self.root / file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.practice.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        """Replace `file` whole or not at all (app/storage.py's atomic write)."""
+        with atomic_path(self.root / file) as tmp:
+            tmp.write_text(text)
 
     def regions(self) -> list[Region]:
         """Regions of the current files (as the learner has them); a damaged marker is an error
@@ -241,11 +238,8 @@ class Workspace:
         return {"passed": passed}
 
     def save_state(self, state: dict) -> None:
-        """Written to a temporary file, then renamed: never half a file."""
-        self.state_dir.mkdir(exist_ok=True)
-        tmp = self.state_dir / f".state.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_dir / "state.json")
+        """Written whole or not at all (app/storage.py's atomic write): never half a file."""
+        save_json(self.state_dir / "state.json", state)
 
 
 # ----------------------------------------------------------------------------- key questions

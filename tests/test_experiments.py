@@ -25,7 +25,7 @@ from app.plan_with_model import (
     true_rollout,
     wrong_transitions,
 )
-from app.runs import spec_key
+from app.runner import spec_key
 from app.world_model import WorldModelConfig, WorldModelEnsemble, trusted_steps
 from tests.conftest import assert_one_line_error, run_in_process
 from tests.test_agent import filled_buffer, make_agent, tiny_run

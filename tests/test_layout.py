@@ -21,6 +21,7 @@ LEVELS = {
     "common": 0,
     "storage": 0,
     "policies": 0,
+    "runner": 0,
     "runs": 0,
     "plotting": 0,
     # the phases, in the order a learner reads them

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app import runs
+from app import runner, runs
 from app.runs import Budget
 from tests.grading import expect_close
 
@@ -49,7 +49,7 @@ def _job(job: tuple[int, int]) -> dict:
 
 def test_run_all_returns_runs_in_job_order() -> None:
     """The costliest runs start first, but each run comes back in its job's place."""
-    results = runs.run_all(_job, [(0, 5), (1, 6), (2, 7)], workers=2, cost=lambda job: job[0])
+    results = runner.run_all(_job, [(0, 5), (1, 6), (2, 7)], workers=2, cost=lambda job: job[0])
     assert [(r["planning_steps"], r["seed"]) for r in results] == [(0, 5), (1, 6), (2, 7)]
     assert {r["threads"] for r in results} == {1}  # one thread in every worker
 
@@ -61,7 +61,7 @@ def test_run_all_in_process_uses_one_thread_like_the_workers() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        results = runs.run_all(_job, [(0, 0), (0, 1)], workers=1)
+        results = runner.run_all(_job, [(0, 0), (0, 1)], workers=1)
         assert [r["threads"] for r in results] == [1, 1]
         assert torch.get_num_threads() == 2
     finally:

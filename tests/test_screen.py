@@ -182,3 +182,14 @@ def test_imagined_episode_lengths_match_one_long_rollout() -> None:
 def test_episode_starts() -> None:
     buffer = buffer_of_episodes([3, 2, 4])
     assert screen.episode_starts(buffer.episode[: buffer.size]).tolist() == [0, 3, 5]
+
+
+def test_episode_starts_once_the_buffer_has_wrapped() -> None:
+    from app.agent import ReplayBuffer
+
+    buffer = ReplayBuffer(10, torch.device("cpu"))
+    for row in range(14):  # episodes of 4 steps: rows 0-3, 4-7, 8-11, 12-13 (the last unfinished)
+        state = torch.tensor([float(row), 0, 0, 0])
+        buffer.add(state, 0, 1.0, state, row % 4 == 3, row // 4)
+    starts = screen.stored_episode_starts(buffer)
+    assert sorted(buffer.state[starts, 0].tolist()) == [8.0, 12.0]  # not the oldest row (4)
