@@ -1,7 +1,7 @@
 """The whole pipeline, every phase in order, with each phase's default settings.
 
-    uv run python -m app              # every phase, about 5 minutes on a 2-core laptop
-    uv run python -m app --quick      # a tour of every phase in quick/, about 20 s
+    uv run python -m app              # every phase, about 1.5 minutes on a 2-core laptop
+    uv run python -m app --quick      # a tour of every phase in quick/, about 10 s
 
 Runs app.world_model (self-check), app.data_collection, app.train_model, app.plan_with_model and
 app.agent, each exactly as its own `python -m` command would, then prints what was written where
@@ -31,7 +31,7 @@ class Config:
     device: str = "cpu"
     """cpu, or cuda when a GPU is present"""
     skip_agent: bool = False
-    """stop after phase 4 (the agent's DQN vs Dyna comparison takes about 2 minutes)"""
+    """stop after phase 4 (the agent's DQN vs Dyna comparison takes about a minute)"""
     quick: bool = False
     """a tour in seconds: tiny data, few epochs, few episodes (the figures will be poor), written
     under --quick-dir so that the real outputs stay as they are"""
@@ -98,7 +98,7 @@ def main(cfg: Config) -> dict:
         f"{collect_cfg.output}: {data['transitions']:,} transitions, {data['episodes']} episodes"
     )
 
-    print("\n== Phase 3: world model training" + ("" if cfg.quick else " (about 1-2 minutes)"))
+    print("\n== Phase 3: world model training")
     train_cfg = configs["train"]
     val = train_model.main(train_cfg)
     lines.append(
@@ -122,7 +122,8 @@ def main(cfg: Config) -> dict:
     )
 
     if not cfg.skip_agent:
-        print("\n== Phase 5: model-free DQN vs Dyna-DQN" + ("" if cfg.quick else " (about 2 min)"))
+        duration = "" if cfg.quick else " (about a minute)"
+        print(f"\n== Phase 5: model-free DQN vs Dyna-DQN{duration}")
         agent_cfg = configs["agent"]
         result = agent.main(agent_cfg)
         lines.append(f"{agent_cfg.plot}: {result['headline']}")

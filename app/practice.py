@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app import grader, startup_finished
+from app import grader, startup_finished, stopped_by
 from app.common import OneLineParser, UserError
 from app.workspace import (  # noqa: F401 - the names tests and learners reach through practice
     COMMAND,
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted (Ctrl-C): the tests were stopped; your files are as they were.",
-              file=sys.stderr)  # fmt: skip
-        return 130
+    except KeyboardInterrupt as stop:
+        what, stop_code = stopped_by(stop)
+        print(f"\n{what}: the tests were stopped; your files are as they were.", file=sys.stderr)
+        return stop_code
     if lines:
         print("\n".join(lines))
     return code

@@ -407,7 +407,7 @@ def main(cfg: Config) -> dict:
     stopped: KeyboardInterrupt | None = None
     print(
         f"Training on {len(train_rows):,} transitions for {cfg.epochs} epochs (the defaults take "
-        "about a minute on a 2-core laptop; Ctrl-C stops early and keeps the best finished epoch)",
+        "about 10 s on a 2-core laptop; Ctrl-C stops early and keeps the best finished epoch)",
         flush=True,
     )
     try:

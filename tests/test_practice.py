@@ -322,16 +322,20 @@ def test_an_endless_loop_ends_in_one_line_naming_the_gap(tmp_path: Path) -> None
     assert path.read_text() == looping  # the learner's code is untouched
 
 
-def test_ctrl_c_stops_a_check_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_or_sigterm_stops_a_check_at_once(tmp_path: Path, stop, code, said) -> None:
     copy_project(tmp_path)
     process = start_interruptible(["app.practice", "check", "5"], tmp_path)
     assert process.stdout.readline().startswith("Checking Phase 5")
     time.sleep(3)  # inside the tests
     started = time.perf_counter()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 130 and time.perf_counter() - started < 5, (out, err)
-    assert err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C)")
+    assert process.returncode == code and time.perf_counter() - started < 5, (out, err)
+    assert err.strip().splitlines()[-1].startswith(said)
 
 
 def test_a_syntax_error_names_file_line_and_gap(tmp_path: Path, capsys) -> None:
