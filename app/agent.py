@@ -66,8 +66,8 @@ class Config:
     """one run per seed and per arm"""
     planning_steps: int = 10
     """K: Q-updates on imagined transitions per real step, Dyna arm (0 = plain DQN)"""
-    rollout_length: int = 3
-    """k (not K): steps in each imagined rollout from a real start state"""
+    rollout_length: int = 1
+    """k (not K): steps in each imagined rollout from a real start state (1: Sutton's Dyna-Q)"""
     real_updates: int = 1
     """Q-updates on real transitions per real step (after learning_starts)"""
     lr: float = 2e-3

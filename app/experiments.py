@@ -193,14 +193,16 @@ _ADDED_LATER = {
 def base_agent_config(cfg: Config) -> dyna.Config:
     """app.agent's defaults, on a fixed budget of `cfg.steps` real steps: every arm starts here.
 
-    Except three settings added to app.agent after these studies were measured (the squared TD
-    loss, terminal samples and the model screen): the studies keep the agent they were run with,
-    so their cached runs and the README's figures stay valid.
+    Except four settings changed in app.agent after these studies were measured (the squared TD
+    loss, terminal samples, the model screen and 1-step rollouts): the studies keep the agent they
+    were run with (k = 3 where a study does not choose k), so their cached runs and the README's
+    figures stay valid.
     """
     return dyna.Config(
         budget=Budget(min_steps=cfg.steps, max_steps=cfg.steps, steps_after_solve=0),
         model_hidden_size=cfg.model_hidden_size,
         workers=1,
+        rollout_length=3,
         q_loss="huber",
         terminal_samples=0,
         screen=ScreenConfig(screen_interval=0),
