@@ -425,16 +425,6 @@ class LineProgress:
             self._write(self.line(final=True))
 
 
-class _Silent(LineProgress):
-    """Progress that shows nothing (disable=True)."""
-
-    def __init__(self, iterable=None, total=None, **kwargs: Any) -> None:
-        self.iterable, self.total, self.n, self.postfix, self.closed = iterable, total, 0, "", True
-
-    def close(self) -> None:
-        pass
-
-
 def _length(iterable: Any) -> int | None:
     try:
         return len(iterable)
@@ -456,7 +446,7 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> Any:
     every ~10 s (`LineProgress`); nothing with disable=True."""
     disable = kwargs.pop("disable", None)
     if disable:
-        return _Silent(iterable, kwargs.get("total"))
+        return tqdm(iterable, disable=True, **kwargs)
     if sys.stderr.isatty():
         kwargs.setdefault("dynamic_ncols", True)
         kwargs.setdefault("leave", False)

@@ -395,11 +395,13 @@ def _seeds(cfg: Config) -> str:
 
 
 def main(cfg: Config) -> dict:
-    plots = [
-        cfg.plots_dir / name
-        for name in ("k_sweep.png", "rollout_length.png", "model_exploitation.png")
-    ]
-    require_writable(*plots, cfg.results_dir / "summary.md", cfg.results_dir / "summary.json")
+    plots = {
+        "k_sweep": (plot_k_sweep, "k_sweep.png"),
+        "rollout_length": (plot_rollout_length, "rollout_length.png"),
+        "exploitation": (plot_exploitation, "model_exploitation.png"),
+    }
+    outputs = [cfg.plots_dir / name for _, name in plots.values()]
+    require_writable(*outputs, cfg.results_dir / "summary.md", cfg.results_dir / "summary.json")
     jobs = plan_jobs(cfg)
     print("From an empty cache the default studies take about 10 minutes on a 2-core laptop.")
     records, computed = run_cached(
@@ -409,11 +411,6 @@ def main(cfg: Config) -> dict:
     summary: dict[str, dict] = {}
     tables = []
     written = []
-    plots = {
-        "k_sweep": (plot_k_sweep, "k_sweep.png"),
-        "rollout_length": (plot_rollout_length, "rollout_length.png"),
-        "exploitation": (plot_exploitation, "model_exploitation.png"),
-    }
     for study in (s for s in STUDIES if s in cfg.studies):
         arms: dict[str, list[dict]] = {}
         for job in jobs:

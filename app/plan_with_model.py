@@ -368,24 +368,27 @@ def summarize_one_step(check: OneStep) -> dict[str, float]:
     }
 
 
+# Half-widths of the state box the map and the table cover: CartPole's non-terminal region in x
+# and theta, and the velocities a balancing or falling pole reaches.
+STATE_BOX = np.array([X_LIMIT, 2.0, THETA_LIMIT, 2.5])
 # The slices of the coverage map: two state variables on a grid, the other two near zero.
 SLICES = {
-    "position x angle": ((0, X_LIMIT), (2, THETA_LIMIT)),
-    "velocity x angular velocity": ((1, 2.0), (3, 2.5)),
+    "position x angle": ((0, STATE_BOX[0]), (2, STATE_BOX[2])),
+    "velocity x angular velocity": ((1, STATE_BOX[1]), (3, STATE_BOX[3])),
 }
 
 
 def coverage_map(model: WorldModel, cells: int, rng: np.random.Generator) -> dict[str, dict]:
     """Per slice: the (cells, cells) one-step error and false-done rate, each cell averaged over
-    both actions and 4 states drawn within it (the other two variables within +-5% of their
-    range around zero)."""
+    8 states drawn within it, half with each action (the other two variables within +-5% of
+    their range around zero)."""
     maps = {}
     for name, ((i, half_i), (j, half_j)) in SLICES.items():
         edges_i, edges_j = (
             np.linspace(-half_i, half_i, cells + 1),
             np.linspace(-half_j, half_j, cells + 1),
         )
-        scale = np.array([X_LIMIT, 2.0, THETA_LIMIT, 2.5]) * 0.05
+        scale = STATE_BOX * 0.05
         states = rng.uniform(-1, 1, (cells, cells, 8, STATE_DIM)) * scale
         width_i, width_j = np.diff(edges_i)[0], np.diff(edges_j)[0]
         states[..., i] = edges_i[:-1, None, None] + rng.uniform(0, width_i, (cells, cells, 8))
@@ -419,7 +422,7 @@ def accuracy_table(
     over the whole non-terminal region, and upright near the track's edge."""
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(data_states), size=min(count, len(data_states)), replace=False)
-    box = rng.uniform(-1, 1, (count, STATE_DIM)) * np.array([X_LIMIT, 2.0, THETA_LIMIT, 2.5])
+    box = rng.uniform(-1, 1, (count, STATE_DIM)) * STATE_BOX
     edge = rng.uniform(-1, 1, (count, STATE_DIM)) * np.array([1.0, 1.0, 0.05, 0.5])
     edge[:, 0] = rng.choice([-1, 1], count) * rng.uniform(1.0, 2.0, count)
     balancing = balancing_transitions(count, seed)

@@ -104,13 +104,18 @@ def band(
     ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
 
 
+def arm_color(name: str, i: int) -> str:
+    """An arm's colour: fixed per arm kind (its first word), else the i-th of the cycle."""
+    return COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
+
+
 def draw_learning_curves(ax, arms: dict[str, list[dict]], until: int) -> None:
     """Evaluation return against real steps on `ax`: per arm the mean and 95% confidence band
     while every run is going, thin lines for single runs that go on after the others ended, and
     a triangle at each run's first solve."""
     for i, (name, runs) in enumerate(arms.items()):
         steps, returns = learning_curves(runs, until)
-        color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
+        color = arm_color(name, i)
         band(ax, steps, returns, color, f"{name}, {len(runs)} seeds", clip=(0, 500))
         for run in runs:  # a run that goes on after the others: its own, thin line
             s, r = np.asarray(run["eval_steps"]), np.asarray(run["eval_returns"], dtype=float)
@@ -164,7 +169,7 @@ def draw_performance_profile(ax, arms: dict[str, list[dict]], cap: int) -> None:
     al., 2021): a curve further up and to the left solves more runs sooner."""
     grid = np.arange(0, cap + 1, 250)
     for i, (name, runs) in enumerate(arms.items()):
-        color = COLORS.get(name.split(" ")[0], CYCLE[i % len(CYCLE)])
+        color = arm_color(name, i)
         share = performance_profile(steps_or_cap(runs, cap + 1), grid)
         label = f"{name} ({len(runs)} runs)"
         ax.step(grid, 100 * share, where="post", color=color, lw=2, label=label)

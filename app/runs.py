@@ -34,6 +34,7 @@ from app.common import (
 )
 from app.policies import greedy
 from app.runner import report
+from app.storage import nonfinite_weights
 
 SOLVED_RETURN = 475.0
 STABILITY_WINDOW = 10  # evaluations after the solve that count towards stability
@@ -199,7 +200,7 @@ def summarize(
 def finite_weights(weights: dict, run: str) -> None:
     """A run's result is cached or written only if its network is finite (a diverged run is an
     error that names the run, not a record of nonsense)."""
-    if not all(w.isfinite().all() for w in weights.values() if w.is_floating_point()):
+    if nonfinite_weights(weights):
         raise UserError(
             f"training diverged in {run}: its Q-network holds NaN or inf; try a smaller --lr "
             "(this run was not saved)"

@@ -345,13 +345,16 @@ def _check_headers(path: Path, redo: str) -> int:
 # ----------------------------------------------------------------------------- checkpoints (.pt)
 
 
+def nonfinite_weights(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of `state_dict` that hold NaN or inf."""
+    return [n for n, w in state_dict.items() if w.is_floating_point() and not w.isfinite().all()]
+
+
 def save_checkpoint(path: Path, kind: str, state_dict: dict, config: dict, **extra: Any) -> None:
     """A checkpoint is plain data: `state_dict` plus the config needed to rebuild the module."""
     import torch  # imported here so that npz-only users of this module stay light
 
-    bad = [
-        name for name, w in state_dict.items() if w.is_floating_point() and not w.isfinite().all()
-    ]
+    bad = nonfinite_weights(state_dict)
     if bad:
         raise UserError(
             f"training diverged: weight {bad[0]!r} holds NaN or inf values, so {path} was not "
