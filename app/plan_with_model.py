@@ -15,6 +15,7 @@ trust short imagined rollouts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -405,14 +406,22 @@ def coverage_map(model: WorldModel, cells: int, rng: np.random.Generator) -> dic
     return maps
 
 
-def balancing_transitions(steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, S) states and (N,) actions that a balancing policy visits (phase 3's heuristic, with
-    10% random actions): upright, slow, and wandering along the whole track."""
+def balancing_transitions(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count, S) states and (count,) actions that a balancing policy visits (phase 3's
+    heuristic, with 10% random actions): upright, slow, and wandering along the whole track.
+    Gathered over as many episodes as it takes (CartPole ends each after 500 steps)."""
     rng = np.random.default_rng(seed)
+    states, actions, have = [], [], 0
     with gym.make(ENV_ID) as env:
-        real = collect_real_trajectories(env, mixed_policy(rng, 0.1), 1, steps, seed)
-    alive = real.alive[0, :-1] & real.alive[0, 1:]
-    return real.states[0, :-1][alive], real.actions[0][alive]
+        limit = env.spec.max_episode_steps
+        while have < count:
+            episodes = math.ceil((count - have) / limit)
+            real = collect_real_trajectories(env, mixed_policy(rng, 0.1), episodes, limit, seed)
+            alive = real.alive[:, :-1] & real.alive[:, 1:]  # (B, H): s_t and s_t+1 both real
+            states.append(real.states[:, :-1][alive])
+            actions.append(real.actions[alive])
+            have, seed = have + int(alive.sum()), seed + 1
+    return np.concatenate(states)[:count], np.concatenate(actions)[:count]
 
 
 def accuracy_table(

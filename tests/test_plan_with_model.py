@@ -205,3 +205,13 @@ def test_the_coverage_map_is_measured_against_cartpoles_own_physics() -> None:
         TrueCartPole(), rng.normal(0, 0.05, (50, 4)), rng.integers(0, 2, 50), 200, 0
     )
     assert all(row["state_mse"] < 1e-10 and row["false_done_rate"] == 0 for row in table.values())
+
+
+def test_the_balancing_states_span_several_episodes() -> None:
+    """CartPole ends an episode after 500 steps: asking for more states than that must gather
+    them over several episodes, not stop at the first one's 500."""
+    from app.plan_with_model import balancing_transitions
+
+    states, actions = balancing_transitions(1_200, seed=0)
+    assert states.shape == (1_200, 4) and actions.shape == (1_200,)
+    assert set(np.unique(actions)) == {0, 1} and np.isfinite(states).all()
