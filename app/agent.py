@@ -12,13 +12,17 @@ The Dyna loop (Sutton & Barto, chapter 8), one code path for both arms: every re
 the replay buffer and feeds a Q-learning update; with K > 0 the agent also refits its world model
 on its own buffer every `model_train_interval` steps (phase 3's training epoch), rolls the model out
 for k = `rollout_length` steps from real start states with its current policy (phase 4's
-`imagine_rollout`), and makes K more Q-updates on those imagined transitions. K = 0 is plain DQN.
-Around the loop, not yours to write: the model screen (app/screen.py), measurement (app/runs.py).
+`imagine_rollout`), and makes K more Q-updates on those imagined transitions, whose TD targets look
+H = `value_expansion` steps further ahead through the model (LookaheadDQNAgent). K = 0 is plain
+DQN. Around the loop, not yours to write: the replay buffer (app/replay.py), the model screen
+(app/screen.py), measurement (app/runs.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +37,6 @@ from app.common import (
     NUM_ACTIONS,
     PLOTS_DIR,
     RESULTS_DIR,
-    STATE_DIM,
     cli,
     configure_threads,
     require,
@@ -46,7 +49,8 @@ from app.common import (
 )
 from app.plan_with_model import imagine_rollout
 from app.plotting import plot_learning_curves
-from app.policies import q_network, save_q_network
+from app.policies import greedy, q_network, save_q_network
+from app.replay import Batch, ReplayBuffer
 from app.runner import run_all
 from app.runs import Budget, Evaluations, Probe, aggregate, format_table
 from app.screen import ScreenConfig, make_screen
@@ -54,7 +58,6 @@ from app.storage import require_writable, run_metadata, save_json
 from app.train_model import ModelFitter, load_world_model, network_bytes
 from app.world_model import EnsembleConfig, WorldModel, new_world_model, trusted_steps
 
-Batch = dict[str, torch.Tensor]
 Q_LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 
 
@@ -68,6 +71,9 @@ class Config:
     """K: Q-updates on imagined transitions per real step, Dyna arm (0 = plain DQN)"""
     rollout_length: int = 1
     """k (not K): steps in each imagined rollout from a real start state (1: Sutton's Dyna-Q)"""
+    value_expansion: int = 3
+    """H: the targets of the imagined updates look H steps further ahead through the world model
+    before they bootstrap (model-based value expansion; 0 = one-step targets)"""
     real_updates: int = 1
     """Q-updates on real transitions per real step (after learning_starts)"""
     lr: float = 2e-3
@@ -135,7 +141,7 @@ class Config:
             "model_initial_epochs", "model_hidden_size", "workers", "gamma", "tau",
             "learning_starts",  # >= 1: the model's first fit needs data
         )  # fmt: skip
-        require_non_negative(self, "planning_steps", "real_updates")
+        require_non_negative(self, "planning_steps", "real_updates", "value_expansion")
         require_probability(self, "epsilon_start", "epsilon_end", "gamma", "tau")
         require(len(self.seeds) > 0, "--seeds needs at least one seed")
         E, buffer = self.ensemble.ensemble_size, min(self.buffer_size, self.budget.max_steps)
@@ -151,55 +157,6 @@ class Config:
             not (self.warm_start and self.ensemble.ensemble_size > 1),
             "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble",
         )
-
-
-# ----------------------------------------------------------------------------- replay buffer
-
-
-class ReplayBuffer:
-    """Preallocated ring buffer of real transitions, stored as tensors on `device`."""
-
-    def __init__(self, capacity: int, device: torch.device) -> None:
-        self.capacity, self.size, self.position = capacity, 0, 0
-        self.state = torch.zeros(capacity, STATE_DIM, device=device)
-        self.action = torch.zeros(capacity, dtype=torch.long, device=device)
-        self.reward = torch.zeros(capacity, device=device)
-        self.next_state = torch.zeros(capacity, STATE_DIM, device=device)
-        self.terminated = torch.zeros(capacity, dtype=torch.bool, device=device)
-        self.episode = torch.zeros(capacity, dtype=torch.long, device=device)
-        self._terminal_rows: torch.Tensor | None = None  # cache of `terminal_rows()`
-
-    def add(self, state, action, reward, next_state, terminated, episode) -> None:
-        """Store one transition, over the oldest once full (a time limit is not `terminated`)."""
-        i = self.position
-        if terminated or self.terminated[i]:  # the set of terminal rows changes
-            self._terminal_rows = None
-        self.state[i] = torch.as_tensor(state)
-        self.action[i], self.reward[i] = action, reward
-        self.next_state[i] = torch.as_tensor(next_state)
-        self.terminated[i], self.episode[i] = terminated, episode
-        self.position = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def sample(self, batch_size: int, generator: torch.Generator, terminal: int = 0) -> Batch:
-        """B uniformly drawn transitions, except the first `terminal` from the terminations."""
-        rows = torch.randint(self.size, (batch_size,), generator=generator).to(self.state.device)
-        if terminal > 0:
-            ends = self.terminal_rows()
-            if len(ends) > 0:
-                rows[:terminal] = ends[torch.randint(len(ends), (terminal,), generator=generator)]
-        return {name: values[rows] for name, values in self.as_batch().items()}
-
-    def terminal_rows(self) -> torch.Tensor:
-        """(N,) rows of the terminated transitions (cached until one is added or overwritten)."""
-        if self._terminal_rows is None:
-            self._terminal_rows = torch.nonzero(self.terminated[: self.size]).squeeze(1)
-        return self._terminal_rows
-
-    def as_batch(self) -> Batch:
-        """Every stored transition (views, no copy), with the fields `train_on_batch` reads."""
-        fields = ("state", "action", "reward", "next_state", "terminated")
-        return {name: getattr(self, name)[: self.size] for name in fields}
 
 
 # ----------------------------------------------------------------------------- the DQN
@@ -299,9 +256,52 @@ class DQNAgent:
             target.lerp_(source, self.tau)
 
 
+class LookaheadDQNAgent(DQNAgent):
+    """A DQN whose TD targets, while `model` is set (during the imagined updates), look `horizon`
+    steps further ahead: model-based value expansion (Feinberg et al. 2018). From s' the model plays
+    the target network's greedy actions; the rewards it predicts are added up, discounted and cut
+    at a predicted done, in front of your one-step `td_target` of the last imagined step. A fall H
+    steps ahead reaches Q(s, a) in one update instead of H + 1. Real updates keep one-step targets.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator) -> None:
+        super().__init__(cfg, device, generator)
+        self.horizon, self.model = cfg.value_expansion, None  # `model`: set while it imagines
+
+    @torch.no_grad()
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        if self.model is None:
+            return super().td_target(batch)
+        path = imagine_rollout(self.model, batch["next_state"], greedy(self.target_network),
+                               self.horizon)  # fmt: skip
+        last = {"reward": path.rewards[:, -1], "next_state": path.next_states[:, -1],
+                "terminated": path.dones[:, -1]}  # fmt: skip
+        value = super().td_target(last)  # (B,) one-step target of the last imagined step
+        for t in reversed(range(self.horizon - 1)):  # a done cuts everything after it
+            value = path.rewards[:, t] + self.gamma * (~path.dones[:, t]).float() * value
+        return batch["reward"] + self.gamma * (~batch["terminated"]).float() * value
+
+
+def looking_ahead(imagined_updates: Callable[..., int]) -> Callable[..., int]:
+    """While they run, a LookaheadDQNAgent's imagined updates look ahead through their model."""
+
+    @functools.wraps(imagined_updates)
+    def run(agent: DQNAgent, model: WorldModel, *args, **kwargs) -> int:
+        if not isinstance(agent, LookaheadDQNAgent):
+            return imagined_updates(agent, model, *args, **kwargs)
+        agent.model = model
+        try:
+            return imagined_updates(agent, model, *args, **kwargs)
+        finally:
+            agent.model = None
+
+    return run
+
+
 # ----------------------------------------------------------------------------- Dyna
 
 
+@looking_ahead
 def _train_on_simulated_data(
     agent: DQNAgent,
     model: WorldModel,
@@ -316,7 +316,7 @@ def _train_on_simulated_data(
     Draws enough real start states that every imagined transition is used about once, rolls each
     out `rollout_length` steps with the agent's current epsilon-greedy policy (stopping at
     predicted dones), and trains on the valid imagined transitions in at most `num_updates`
-    mini-batches. Returns the number of imagined transitions used.
+    mini-batches (whose targets `looking_ahead` extends). Returns the imagined transitions used.
     """
     num_starts = math.ceil(num_updates * batch_size / rollout_length)
     # TODO(phase 5): imagine from real start states with the current policy, keep the valid
@@ -367,7 +367,8 @@ def train_dyna_agent(cfg: Config, seed: int, probe: Probe | None = None) -> dict
     configure_threads()
     device = resolve_device(cfg.device)
     generator = seed_torch(seed)
-    agent = DQNAgent(cfg, device, generator)
+    lookahead = cfg.planning_steps > 0 and cfg.value_expansion > 0
+    agent = (LookaheadDQNAgent if lookahead else DQNAgent)(cfg, device, generator)
     buffer = ReplayBuffer(min(cfg.buffer_size, cfg.budget.max_steps), device)
     model, fitter = None, None  # plain DQN (K = 0) has no model
     if cfg.planning_steps > 0:  # a fresh model (or phase 6's ensemble), or phase 3's checkpoint
@@ -456,11 +457,10 @@ def main(cfg: Config) -> dict:
     resolve_device(cfg.device)
     if cfg.warm_start:
         load_world_model(CHECKPOINT_PATH)  # fail fast, before any run starts
-    dyna_k = max(cfg.planning_steps, 1)
-    arms_cfg = {
-        "dqn (K=0)": replace(cfg, planning_steps=0),
-        f"dyna (K={dyna_k}, k={cfg.rollout_length})": replace(cfg, planning_steps=dyna_k),
-    }
+    dyna_k, H = max(cfg.planning_steps, 1), cfg.value_expansion
+    arms_cfg = {"dqn (K=0)": replace(cfg, planning_steps=0, value_expansion=0),
+                f"dyna (K={dyna_k}, k={cfg.rollout_length}{f', H={H}' * bool(H)})":
+                    replace(cfg, planning_steps=dyna_k)}  # fmt: skip
     jobs = [(arm_cfg, seed) for arm_cfg in arms_cfg.values() for seed in cfg.seeds]
     note = "the defaults take about a minute on a 2-core laptop"
     runs = iter(run_all(_train, jobs, cfg.workers, lambda job: job[0].planning_steps, note=note))
@@ -483,6 +483,7 @@ def main(cfg: Config) -> dict:
 def caption(cfg: Config, dyna_k: int) -> str:
     """The settings of a DQN vs Dyna comparison, in words."""
     target = f"target network moved by tau {cfg.tau:g} every {cfg.target_update_interval} updates"
+    lookahead = f", TD targets {cfg.value_expansion} steps further on" * bool(cfg.value_expansion)
     return (
         f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
         f"{cfg.lr:g}, batch {cfg.batch_size} ({cfg.terminal_samples} of them real terminations), "
@@ -491,7 +492,7 @@ def caption(cfg: Config, dyna_k: int) -> str:
         f"{cfg.learning_starts} random warm-up steps. Dyna: world model refitted on the agent's "
         f"own buffer every {cfg.model_train_interval} steps{' (warm-started)' * cfg.warm_start}, "
         f"K={dyna_k} imagined updates per real step from {cfg.rollout_length}-step rollouts"
-        f"{cfg.screen.describe()}."
+        f"{lookahead}{cfg.screen.describe()}."
     )  # fmt: skip
 
 

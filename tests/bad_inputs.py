@@ -335,6 +335,7 @@ CASES = [
     Case(AGENT, "cli", "zero batch size", ("--batch-size", "0")),
     Case(AGENT, "cli", "zero buffer", ("--buffer-size", "0")),
     Case(AGENT, "cli", "rollout length 0", ("--rollout-length", "0")),
+    Case(AGENT, "cli", "value expansion < 0", ("--value-expansion", "-1")),
     Case(AGENT, "cli", "no evaluation episodes", ("--eval-episodes", "0")),
     Case(AGENT, "cli", "evaluation interval 0", ("--eval-interval", "0")),
     Case(AGENT, "cli", "negative steps after the solve", ("--steps-after-solve", "-1")),

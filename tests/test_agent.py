@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from app import agent, train_model
-from app.agent import Config, DQNAgent, ReplayBuffer, _train_on_simulated_data
+from app.agent import Config, DQNAgent, _train_on_simulated_data
 from app.common import with_settings
+from app.replay import ReplayBuffer
 from tests.grading import expect, expect_close, expect_equal
 from tests.test_plan_with_model import CountingModel
 
@@ -534,3 +535,68 @@ def test_terminal_rows_follow_additions_and_overwrites() -> None:
     for _ in range(3):  # the ring overwrites rows 0-2, the last of them not a termination
         buffer.add(state, 0, 1.0, state, False, 2)
     assert buffer.terminal_rows().tolist() == [5]
+
+
+def lookahead_agent(horizon: int = 2) -> agent.LookaheadDQNAgent:
+    cfg = with_settings(Config(), gamma=GAMMA, hidden_size=16, value_expansion=horizon)
+    return agent.LookaheadDQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+
+
+@pytest.mark.gap(TARGET)
+@pytest.mark.parametrize("imagining", [True, False])
+def test_lookahead_targets_by_hand(imagining: bool) -> None:
+    """Value expansion with H = 2 through the counting simulator (x grows by 1 + action, reward
+    1, done once x reaches 3) and a target network that prefers action 1 (Q = [0, 5])."""
+    dqn = lookahead_agent()
+    dqn.model = CountingModel() if imagining else None
+    constant_q(dqn.target_network, [0.0, 5.0])
+    batch = random_batch(4, terminated=False)
+    batch["next_state"][:, 0] = torch.tensor([-10.0, 0.0, 2.0, 0.0])
+    batch["terminated"][3] = True
+    g = GAMMA
+    expected = [
+        1 + g * (1 + g * (1 + g * 5)),  # x' = -10 -> -8 -> -6: two steps, then Q = 5
+        1 + g * (1 + g * 1),  # 0 -> 2 -> 4: the second imagined step falls
+        1 + g * 1,  # 2 -> 4: the first imagined step falls, nothing after it counts
+        1,  # a real termination: nothing after it either
+    ]
+    if not imagining:  # real updates: the one-step target
+        expected = [1 + g * 5, 1 + g * 5, 1 + g * 5, 1]
+    expect_close(dqn.td_target(batch), torch.tensor(expected), "expanded TD targets")
+
+
+@pytest.mark.gap(IMAGINE)
+def test_only_the_imagined_updates_look_ahead() -> None:
+    dqn = lookahead_agent()
+    seen = []
+    dqn.train_on_batch = lambda batch: seen.append(dqn.model)  # record instead of learning
+    model = SpyModel()
+    used = _train_on_simulated_data(
+        dqn, model, filled_buffer(), num_updates=4, rollout_length=1, batch_size=6, epsilon=0.5
+    )
+    assert used == 24 and seen == [model] * 4  # every imagined update looks through the model
+    assert dqn.model is None  # and nothing else does
+
+
+def test_lookahead_only_in_dyna_runs(monkeypatch) -> None:
+    """In a run, the expanded targets are exactly those of the imagined updates."""
+    calls = {"expanded": 0, "one-step": 0}
+    original = agent.LookaheadDQNAgent.td_target
+
+    def count(self, batch):
+        calls["one-step" if self.model is None else "expanded"] += 1
+        return original(self, batch)
+
+    monkeypatch.setattr(agent.LookaheadDQNAgent, "td_target", count)
+    cfg = tiny_run(planning_steps=2, value_expansion=2, learning_starts=100, eval_interval=300,
+                   model_hidden_size=32)  # fmt: skip
+    run = agent.train_dyna_agent(cfg, seed=0)
+    real = 300 - 100 + 1
+    assert calls == {"one-step": real, "expanded": run["updates"] - real}
+    assert run["updates"] > real
+    for planning_steps, expansion in [(0, 2), (2, 0)]:  # no model, or H = 0: plain one-step DQN
+        calls.update({"expanded": 0, "one-step": 0})
+        cfg = tiny_run(planning_steps=planning_steps, value_expansion=expansion, max_steps=150,
+                       min_steps=150, learning_starts=100, eval_interval=150)  # fmt: skip
+        agent.train_dyna_agent(cfg, seed=0)
+        assert calls == {"expanded": 0, "one-step": 0}

@@ -84,7 +84,7 @@ def test_pipeline_writes(pipeline: Path, output: str) -> None:
 
 def test_agent_table(pipeline: Path) -> None:
     results = json.loads((pipeline / "results" / "agent.json").read_text())
-    assert set(results["arms"]) == {"dqn (K=0)", "dyna (K=2, k=1)"}
+    assert set(results["arms"]) == {"dqn (K=0)", "dyna (K=2, k=1, H=3)"}
     for arm in results["arms"].values():
         assert arm["seeds"] == [0, 1]
 

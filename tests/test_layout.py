@@ -30,6 +30,7 @@ LEVELS = {
     "train_model": 3.5,
     "planning_plots": 3.9,  # phase 4's figures, beside the shared plot helpers
     "plan_with_model": 4,
+    "replay": 4.5,  # engineering around phase 5: the replay buffer
     "screen": 4.5,  # engineering around phase 5, below the agent that calls it
     "agent": 5,
     "experiments": 6,

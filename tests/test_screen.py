@@ -185,7 +185,7 @@ def test_episode_starts() -> None:
 
 
 def test_episode_starts_once_the_buffer_has_wrapped() -> None:
-    from app.agent import ReplayBuffer
+    from app.replay import ReplayBuffer
 
     buffer = ReplayBuffer(10, torch.device("cpu"))
     for row in range(14):  # episodes of 4 steps: rows 0-3, 4-7, 8-11, 12-13 (the last unfinished)
