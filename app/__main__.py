@@ -1,6 +1,6 @@
 """The whole pipeline, every phase in order, with each phase's default settings.
 
-    uv run python -m app              # every phase, about 1.5 minutes on a 2-core laptop
+    uv run python -m app              # every phase, about 2 minutes on a 2-core laptop
     uv run python -m app --quick      # a tour of every phase in quick/, about 10 s
 
 Runs app.world_model (self-check), app.data_collection, app.train_model, app.plan_with_model and
@@ -31,7 +31,7 @@ class Config:
     device: str = "cpu"
     """cpu, or cuda when a GPU is present"""
     skip_agent: bool = False
-    """stop after phase 4 (the agent's DQN vs Dyna comparison takes about a minute)"""
+    """stop after phase 4 (the agent's DQN vs Dyna comparison takes about 1.5 minutes)"""
     quick: bool = False
     """a tour in seconds: tiny data, few epochs, few episodes (the figures will be poor), written
     under --quick-dir so that the real outputs stay as they are"""
@@ -122,7 +122,7 @@ def main(cfg: Config) -> dict:
     )
 
     if not cfg.skip_agent:
-        duration = "" if cfg.quick else " (about a minute)"
+        duration = "" if cfg.quick else " (about 1.5 minutes)"
         print(f"\n== Phase 5: model-free DQN vs Dyna-DQN{duration}")
         agent_cfg = configs["agent"]
         result = agent.main(agent_cfg)

@@ -462,7 +462,7 @@ def main(cfg: Config) -> dict:
                 f"dyna (K={dyna_k}, k={cfg.rollout_length}{f', H={H}' * bool(H)})":
                     replace(cfg, planning_steps=dyna_k)}  # fmt: skip
     jobs = [(arm_cfg, seed) for arm_cfg in arms_cfg.values() for seed in cfg.seeds]
-    note = "the defaults take about a minute on a 2-core laptop"
+    note = "the defaults take about 1.5 minutes on a 2-core laptop"
     runs = iter(run_all(_train, jobs, cfg.workers, lambda job: job[0].planning_steps, note=note))
     arms = {name: [next(runs) for _ in cfg.seeds] for name in arms_cfg}
 

@@ -255,12 +255,16 @@ def plot_benchmark(runs: dict[str, list[dict]], path: Path, cfg: Config, seeds: 
     axes[0, 0].set_title("Evaluation return; band: 95% CI of the mean over seeds", fontsize=10)
     draw_performance_profile(axes[0, 1], runs, until)
     axes[0, 1].set_title("Performance profile: runs solved by each step", fontsize=10)
+    dyna = agent.Config()
     add_caption(
         fig,
         f"{seeds.capitalize()}; every arm measured with the same evaluation (10 greedy episodes "
         f"every 500 real steps; solved = mean return >= 475); {cfg.q_loss} TD loss in the three "
-        f"DQN arms; app.agent's defaults otherwise (Dyna{agent.Config().screen.describe()}). "
-        "Runs unsolved by the right edge count as unsolved in the profile.",
+        f"DQN arms; app.agent's defaults otherwise (Dyna: K={dyna.planning_steps} imagined "
+        f"updates per real step from {dyna.rollout_length}-step rollouts, their TD targets "
+        f"looking {dyna.value_expansion} steps further through the model"
+        f"{dyna.screen.describe()}). Runs unsolved by the right edge count as unsolved in the "
+        "profile.",
     )
     save_figure(fig, path, meta)
 
