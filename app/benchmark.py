@@ -114,10 +114,8 @@ class Config:
             self.seeds = SEED_SETS[self.seed_set]
         if not self.tag:
             custom = self.seeds != SEED_SETS[self.seed_set]
-            self.tag = "benchmark_custom" if custom else {
-                "tuning": "benchmark", "held-out": "benchmark_held_out",
-                "spent": "benchmark_spent", "spent-2": "benchmark_spent_2",
-            }[self.seed_set]  # fmt: skip
+            named = "" if self.seed_set == "tuning" else "_" + self.seed_set.replace("-", "_")
+            self.tag = "benchmark" + ("_custom" if custom else named)
         unknown = set(self.arms) - set(ARMS)
         require(not unknown, f"unknown --arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
         if "sb3_zoo" in self.arms and importlib.util.find_spec("stable_baselines3") is None:

@@ -25,9 +25,9 @@ SELECT, TARGET, UPDATE = "DQNAgent.select_action", "DQNAgent.td_target", "DQNAge
 IMAGINE, LOOP = "_train_on_simulated_data", "train_dyna_agent"
 
 
-def make_agent(**overrides) -> DQNAgent:
+def make_agent(kind: type[DQNAgent] = DQNAgent, **overrides) -> DQNAgent:
     cfg = with_settings(Config(), gamma=GAMMA, hidden_size=16, **overrides)
-    return DQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+    return kind(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
 
 
 def tiny_run(**overrides) -> Config:
@@ -537,17 +537,12 @@ def test_terminal_rows_follow_additions_and_overwrites() -> None:
     assert buffer.terminal_rows().tolist() == [5]
 
 
-def lookahead_agent(horizon: int = 2) -> agent.LookaheadDQNAgent:
-    cfg = with_settings(Config(), gamma=GAMMA, hidden_size=16, value_expansion=horizon)
-    return agent.LookaheadDQNAgent(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
-
-
 @pytest.mark.gap(TARGET)
 @pytest.mark.parametrize("imagining", [True, False])
 def test_lookahead_targets_by_hand(imagining: bool) -> None:
     """Value expansion with H = 2 through the counting simulator (x grows by 1 + action, reward
     1, done once x reaches 3) and a target network that prefers action 1 (Q = [0, 5])."""
-    dqn = lookahead_agent()
+    dqn = make_agent(agent.LookaheadDQNAgent, value_expansion=2)
     dqn.model = CountingModel() if imagining else None
     constant_q(dqn.target_network, [0.0, 5.0])
     batch = random_batch(4, terminated=False)
@@ -567,7 +562,7 @@ def test_lookahead_targets_by_hand(imagining: bool) -> None:
 
 @pytest.mark.gap(IMAGINE)
 def test_only_the_imagined_updates_look_ahead() -> None:
-    dqn = lookahead_agent()
+    dqn = make_agent(agent.LookaheadDQNAgent, value_expansion=2)
     seen = []
     dqn.train_on_batch = lambda batch: seen.append(dqn.model)  # record instead of learning
     model = SpyModel()
