@@ -10,12 +10,11 @@ acting Q-network, the evaluated one, first seed: for `app.data_collection --poli
 
 The Dyna loop (Sutton & Barto, chapter 8), one code path for both arms: every real step goes into
 the replay buffer and feeds a Q-learning update; with K > 0 the agent also refits its world model
-on its own buffer every `model_train_interval` steps (phase 3's training epoch), rolls the model out
-for k = `rollout_length` steps from real start states with its current policy (phase 4's
-`imagine_rollout`), and makes K more Q-updates on those imagined transitions, whose TD targets look
-H = `value_expansion` steps further ahead through the model (LookaheadDQNAgent). K = 0 is plain
-DQN. Around the loop, not yours to write: the replay buffer (app/replay.py), the model screen
-(app/screen.py), measurement (app/runs.py).
+on its own buffer every `model_train_interval` steps (phase 3's training epoch), rolls it out for
+k = `rollout_length` steps from real start states with its current policy (phase 4's
+`imagine_rollout`) and makes K more Q-updates on those imagined transitions, whose TD targets look
+H = `value_expansion` steps further through the model (LookaheadDQNAgent). K = 0 is plain DQN.
+Around the loop, not yours to write: app/replay.py (the buffer), app/screen.py, app/runs.py.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from app.common import (
     RESULTS_DIR,
     cli,
     configure_threads,
+    network_bytes,
     require,
     require_memory,
     require_non_negative,
@@ -55,7 +55,7 @@ from app.runner import run_all
 from app.runs import Budget, Evaluations, Probe, aggregate, format_table
 from app.screen import ScreenConfig, make_screen
 from app.storage import require_writable, run_metadata, save_json
-from app.train_model import ModelFitter, load_world_model, network_bytes
+from app.train_model import ModelFitter, load_world_model
 from app.world_model import EnsembleConfig, WorldModel, new_world_model, trusted_steps
 
 Q_LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}

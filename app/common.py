@@ -284,6 +284,14 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def network_bytes(hidden_size: int, num_layers: int, batch_size: int, copies: int = 1) -> float:
+    """Rough memory of training `copies` MLPs of `num_layers` hidden layers on CartPole's state and
+    action: weights, gradients, two Adam moments and two saved copies (24 bytes a weight), and the
+    activations of a batch."""
+    weights = (STATE_DIM + NUM_ACTIONS) * hidden_size + (num_layers - 1) * hidden_size**2
+    return copies * (24 * weights + 16 * batch_size * hidden_size * num_layers)
+
+
 def require_memory(needed: float, what: str) -> None:
     """Refuse, before any work, a size whose memory the machine does not have (an estimate)."""
     have = available_memory()

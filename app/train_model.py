@@ -36,6 +36,7 @@ from app.common import (
     UserError,
     cli,
     configure_threads,
+    network_bytes,
     progress,
     require,
     require_memory,
@@ -105,13 +106,6 @@ class Config:
             self.done_loss_weight >= 0,
             f"--done-loss-weight must be >= 0, got {self.done_loss_weight}",
         )
-
-
-def network_bytes(hidden_size: int, num_layers: int, batch_size: int, copies: int = 1) -> float:
-    """Rough memory of training `copies` world models of this size: weights, gradients, two Adam
-    moments and two saved copies (24 bytes a weight), and activations of a batch."""
-    weights = (STATE_DIM + NUM_ACTIONS) * hidden_size + (num_layers - 1) * hidden_size**2
-    return copies * (24 * weights + 16 * batch_size * hidden_size * num_layers)
 
 
 # ----------------------------------------------------------------------------- data

@@ -30,6 +30,7 @@ from app.common import (
     NUM_ACTIONS,
     STATE_DIM,
     cli,
+    network_bytes,
     require_memory,
     require_positive,
     resolve_device,
@@ -339,9 +340,8 @@ class Config:
 
     def __post_init__(self) -> None:
         require_positive(self, "batch_size", "hidden_size", "num_layers")
-        weights = (STATE_DIM + NUM_ACTIONS + self.num_layers * self.hidden_size) * self.hidden_size
         require_memory(
-            24 * weights + 16 * self.batch_size * self.hidden_size * self.num_layers,
+            network_bytes(self.hidden_size, self.num_layers, self.batch_size),
             f"a world model of {self.num_layers} x {self.hidden_size} units",
         )
 
