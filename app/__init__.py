@@ -28,7 +28,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _quit_quietly(signum: int, frame: object) -> None:
     what, code = stopped_by(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
-    print(f"\n{what} while starting up: nothing was written.", file=sys.stderr)
+    after_echo = "\n" if sys.stderr.isatty() else ""  # past the terminal's "^C"; not in a log
+    print(f"{after_echo}{what} while starting up: nothing was written.", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -249,7 +249,8 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`Terminated`)
         what, code = stopped_by(stop)
         said = str(stop) or "nothing half-written was kept"
-        print(f"\n{what}: {said}.", file=sys.stderr)
+        after_a_bar = "\n" if sys.stderr.isatty() else ""  # a log keeps one line per message
+        print(f"{after_a_bar}{what}: {said}.", file=sys.stderr)
         raise SystemExit(code) from None
     if result is False:
         raise SystemExit(1)

@@ -278,7 +278,8 @@ def test_a_temporary_file_of_a_live_writer_is_left_alone(tmp_path: Path) -> None
 
 def test_sigterm_stops_experiments_workers_and_keeps_finished_runs(tmp_path: Path) -> None:
     """A SIGTERM (as `timeout` and batch schedulers send) to a sweep with running workers: no
-    process of the run is left after 5 s, the finished runs are saved, one line, exit 143."""
+    process of the run is left after 5 s, the finished runs are saved, one line, exit 143. (The
+    progress lines a sweep writes every 10 s on a slow machine are not about the signal.)"""
     args = (
         "app.experiments --studies k_sweep --k-values 0 1 4 --seeds 0 1 --steps 1500 "
         "--model-hidden-size 16 --workers 2"
@@ -293,7 +294,7 @@ def test_sigterm_stops_experiments_workers_and_keeps_finished_runs(tmp_path: Pat
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143, (out, err)
-    lines = err.strip().splitlines()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("runs: ")]
     assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM): stopped after"), err
     time.sleep(5)
     assert [pid for pid in children if _alive(pid)] == []
