@@ -22,14 +22,19 @@ def stopped_by(stop: BaseException) -> tuple[str, int]:
     return "interrupted (Ctrl-C)", 130
 
 
+def say_stopped(message: str) -> None:
+    """Print a stop's one line to stderr: in a terminal on a fresh line (past a progress bar or the
+    echoed "^C"), in a log with no blank line before it."""
+    print(("\n" if sys.stderr.isatty() else "") + message, file=sys.stderr)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
 def _quit_quietly(signum: int, frame: object) -> None:
     what, code = stopped_by(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
-    after_echo = "\n" if sys.stderr.isatty() else ""  # past the terminal's "^C"; not in a log
-    print(f"{after_echo}{what} while starting up: nothing was written.", file=sys.stderr)
+    say_stopped(f"{what} while starting up: nothing was written.")
     raise SystemExit(code)
 
 

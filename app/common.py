@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 import numpy as np
 from tqdm.auto import tqdm
 
-from app import startup_finished, stopped_by
+from app import say_stopped, startup_finished, stopped_by
 
 if TYPE_CHECKING:
     import torch
@@ -249,8 +249,7 @@ def cli[T](main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`Terminated`)
         what, code = stopped_by(stop)
         said = str(stop) or "nothing half-written was kept"
-        after_a_bar = "\n" if sys.stderr.isatty() else ""  # a log keeps one line per message
-        print(f"{after_a_bar}{what}: {said}.", file=sys.stderr)
+        say_stopped(f"{what}: {said}.")
         raise SystemExit(code) from None
     if result is False:
         raise SystemExit(1)
