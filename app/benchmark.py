@@ -21,8 +21,9 @@ after each was run, so they stay to reproduce those tables, not to confirm anyth
 
 Statistics as Agarwal et al. (2021) recommend: per arm the interquartile mean (IQM) and
 median of steps-to-solve with 95% stratified-bootstrap intervals, unsolved runs counted at the
-cap; the probability that Dyna solves earlier than each other arm on a random seed; and a
-performance profile (the share of runs solved by each step).
+cap; the probability that Dyna solves earlier than each other arm on a random seed; the mean
+stability and AUC 10k, with intervals too; and a performance profile (the share of runs solved by
+each step).
 
 Every (arm, seed) run is cached in results/benchmark_runs/ the moment it finishes, so a stopped
 benchmark resumes where it was. Writes results/<tag>.json (per arm: the runs, the figures and the

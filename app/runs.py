@@ -337,12 +337,16 @@ def interval_estimates(
     arms: dict[str, list[dict]], cap: int, reference: str, seed: int = 0
 ) -> dict[str, dict]:
     """Per arm, the IQM and median of steps-to-solve (unsolved runs at `cap`) with 95% stratified
-    bootstrap intervals, and P(`reference` solves earlier than this arm) with its interval.
+    bootstrap intervals, P(`reference` solves earlier than this arm), and the mean stability (of
+    the solved runs) and AUC 10k, each with its interval.
 
-    Each figure is (point, low, high). The bootstrap resamples each arm's runs on its own (the
-    runs of two arms are not paired: a seed fixes nothing shared between them).
+    Each figure is (point, low, high), or None for the stability of an arm that never solved. The
+    bootstrap resamples each arm's runs on its own (the runs of two arms are not paired: a seed
+    fixes nothing shared between them).
     """
     rng = np.random.default_rng(seed)
+    means = np.random.default_rng([seed, 1])  # draws of their own: the figures above stay put
+    mean = lambda v: v.mean(axis=-1)  # noqa: E731
     steps = {name: steps_or_cap(runs, cap) for name, runs in arms.items()}
     estimates = {}
     for name, values in steps.items():
@@ -356,6 +360,9 @@ def interval_estimates(
             figures[f"p_{reference}_earlier"] = bootstrap_interval(
                 probability_of_improvement, [steps[reference], values], rng
             )
+        stability = [r["stability"] for r in arms[name] if r["stability"] is not None]
+        figures["stability"] = bootstrap_interval(mean, [stability], means) if stability else None
+        figures["auc_10k"] = bootstrap_interval(mean, [[r["auc_10k"] for r in arms[name]]], means)
         estimates[name] = figures
     return estimates
 
@@ -371,13 +378,14 @@ def format_estimates(estimates: dict[str, dict], reference: str, cap: int) -> st
 
     lines = [
         f"| arm | solved (by {cap:,}) | IQM steps-to-solve [95% CI] | median [95% CI] | "
-        f"P({reference} solves earlier) [95% CI] |",
-        "| --- | --- | --- | --- | --- |",
+        f"P({reference} solves earlier) [95% CI] | stability [95% CI] | AUC 10k [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, figures in estimates.items():
         lines.append(
             f"| {name} | {figures['solved']}/{figures['runs']} | {cell(figures['iqm'], ',.0f')} | "
             f"{cell(figures['median'], ',.0f')} | "
-            f"{cell(figures.get(f'p_{reference}_earlier'), '.2f')} |"
+            f"{cell(figures.get(f'p_{reference}_earlier'), '.2f')} | "
+            f"{cell(figures.get('stability'), '.2f')} | {cell(figures.get('auc_10k'), '.0f')} |"
         )
     return "\n".join(lines)
