@@ -345,7 +345,7 @@ def interval_estimates(
     fixes nothing shared between them).
     """
     rng = np.random.default_rng(seed)
-    means = np.random.default_rng([seed, 1])  # draws of their own: the figures above stay put
+    means = np.random.default_rng([seed, 1])  # own draws: the steps figures keep theirs
     mean = lambda v: v.mean(axis=-1)  # noqa: E731
     steps = {name: steps_or_cap(runs, cap) for name, runs in arms.items()}
     estimates = {}
