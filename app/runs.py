@@ -210,19 +210,24 @@ def finite_weights(weights: dict, run: str) -> None:
 # ----------------------------------------------------------------------------- many runs' figures
 
 
+def stabilities(runs: list[dict]) -> list[float]:
+    """The stability of each solved run (an unsolved run has none: it is left out, not zero)."""
+    return [run["stability"] for run in runs if run["stability"] is not None]
+
+
 def aggregate(runs: list[dict]) -> dict:
     """The figures of one arm over its seeds (median: an unsolved run counts as slowest)."""
     solves = [run["steps_to_solve"] for run in runs]
     solved = [s for s in solves if s is not None]
     walls = [run["wall_s"] for run in runs if run["wall_s"] is not None]
-    stabilities = [run["stability"] for run in runs if run["stability"] is not None]
+    stable = stabilities(runs)
     return {
         "seeds": [run["seed"] for run in runs],
         "steps_to_solve": solves,
         "median_steps": _median_or_none([s if s is not None else math.inf for s in solves]),
         "worst_steps": max(solved) if solved and len(solved) == len(solves) else None,
         "solved": f"{len(solved)}/{len(solves)}",
-        "stability": float(np.mean(stabilities)) if stabilities else None,
+        "stability": float(np.mean(stable)) if stable else None,
         "auc_10k": float(np.mean([run["auc_10k"] for run in runs])),
         "wall_s": [run["wall_s"] for run in runs],
         "median_wall_s": _median_or_none(walls),
@@ -360,8 +365,8 @@ def interval_estimates(
             figures[f"p_{reference}_earlier"] = bootstrap_interval(
                 probability_of_improvement, [steps[reference], values], rng
             )
-        stability = [r["stability"] for r in arms[name] if r["stability"] is not None]
-        figures["stability"] = bootstrap_interval(mean, [stability], means) if stability else None
+        stable = stabilities(arms[name])
+        figures["stability"] = bootstrap_interval(mean, [stable], means) if stable else None
         figures["auc_10k"] = bootstrap_interval(mean, [[r["auc_10k"] for r in arms[name]]], means)
         estimates[name] = figures
     return estimates
