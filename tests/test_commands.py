@@ -127,6 +127,17 @@ def test_benchmark_smoke_then_resume_from_its_cache(tmp_path: Path) -> None:
     assert again.returncode == 0 and "2 cached" in again.stdout and "0 to compute" in again.stdout
 
 
+def test_benchmark_names_its_seeds_as_ranges() -> None:
+    from app.benchmark import SEED_SETS, _seed_list
+
+    assert _seed_list(SEED_SETS["held-out"]) == "3000-3019 and 4000-4039"
+    assert _seed_list(SEED_SETS["held-out-1"] + SEED_SETS["held-out-2"]) == _seed_list(
+        SEED_SETS["held-out"]
+    )  # the headline is exactly its two parts
+    assert _seed_list((0, 1, 2, 7, 9, 10)) == "0-2, 7, 9 and 10"
+    assert _seed_list((5,)) == "5"
+
+
 def test_whole_pipeline_quick_writes_only_in_its_own_folder(tmp_path: Path) -> None:
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "compounding_error.png").write_bytes(b"the real run's plot")
