@@ -2,7 +2,7 @@
 
     uv sync --group benchmark                             # adds stable-baselines3 for the peer arm
     uv run --group benchmark python -m app.benchmark      # the 10 tuning seeds, about 11 min
-    uv run --group benchmark python -m app.benchmark --seed-set held-out   # the headline, ~70 min
+    uv run --group benchmark python -m app.benchmark --seed-set held-out   # the headline, ~80 min
 
 Arms (every run uses app/runs.py's measurement: evaluation every 500 real steps, solved at a mean
 return >= 475, run to 10,000 steps or 5,000 past the solve, at most 50,000):
@@ -210,7 +210,7 @@ def main(cfg: Config) -> dict:
     require_writable(*(stem.with_suffix(suffix) for suffix in (".json", ".md", ".png")))
     jobs = [Job(arm, seed, arm_config(arm, cfg)) for arm in cfg.arms for seed in cfg.seeds]
     started = time.perf_counter()
-    print("On a 2-core laptop the 10 tuning seeds take about 11 minutes, the 60 held-out ones 70.")
+    print("On a 2-core laptop the 10 tuning seeds take about 11 minutes, the 60 held-out ones 80.")
     records, computed = run_cached(jobs, run_job, cfg.output_dir, cfg.workers, desc="benchmark")
     runs = {arm: [records[job.key()]["run"] for job in jobs if job.arm == arm] for arm in cfg.arms}
 
