@@ -65,11 +65,14 @@ from app.runs import (
 from app.storage import atomic_path, require_writable, run_metadata, save_json
 
 ARMS = ("dqn", "dqn_matched", "dyna", "sb3_zoo")
-SEED_SETS = {
-    "tuning": tuple(range(10)),
-    "held-out": tuple(range(3000, 3020)) + tuple(range(4000, 4040)),  # the headline: both parts
+HELD_OUT_PARTS = {
     "held-out-1": tuple(range(3000, 3020)),  # run first, for the eleventh round's defaults
     "held-out-2": tuple(range(4000, 4040)),  # then, for the same defaults
+}
+SEED_SETS = {
+    "tuning": tuple(range(10)),
+    "held-out": sum(HELD_OUT_PARTS.values(), ()),  # the headline: both parts
+    **HELD_OUT_PARTS,
     "spent": tuple(range(1000, 1020)),  # the eighth round's held-out set, spent by the ninth
     "spent-2": tuple(range(2000, 2020)),  # the ninth round's, spent by the eleventh
 }
