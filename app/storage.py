@@ -173,8 +173,18 @@ def run_metadata(config: Any) -> dict[str, Any]:
         "config": _plain(dataclasses.asdict(config)),
         "versions": {"python": platform.python_version(), **versions},
         "git_commit": commit,
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{platform.system()} {platform.machine()}, {processor_name()}, "
+        f"{os.cpu_count()} CPUs",
     }
+
+
+def processor_name() -> str:
+    """The processor's model name: another processor's arithmetic can move a seed's run."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "processor unknown"
 
 
 def _plain(value: Any) -> Any:
