@@ -59,6 +59,7 @@ from app.train_model import ModelFitter, load_world_model
 from app.world_model import EnsembleConfig, WorldModel, new_world_model, trusted_steps
 
 Q_LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
+MODEL_FREE = dict(planning_steps=0, value_expansion=0, double_q=False)  # a DQN arm without a model
 
 
 @dataclass
@@ -88,8 +89,9 @@ class Config:
     """replay buffer capacity (real transitions)"""
     learning_starts: int = 500
     """real steps of uniformly random actions before any update"""
-    double_q: bool = False
-    """Double DQN: the online network picks the next action, the target network values it"""
+    double_q: bool = True
+    """Double DQN in the Dyna arm: the online network picks the next action, the target network
+    values it (the model-free arms keep the max target: it suited them better, docs/results.md)"""
     target_update_interval: int = 100
     """update the target network every this many Q-updates (real + imagined)"""
     tau: float = 1.0
@@ -149,14 +151,10 @@ class Config:
         run += 3 * network_bytes(self.hidden_size, 2, self.batch_size) + 48 * buffer
         require_memory(run * min(self.workers, 2 * len(self.seeds)), "runs of these sizes")
         require(self.q_loss in Q_LOSSES, f"--q-loss must be huber or mse, got {self.q_loss!r}")
-        require(
-            0 <= self.terminal_samples <= self.batch_size,
-            f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}",
-        )
-        require(
-            not (self.warm_start and self.ensemble.ensemble_size > 1),
-            "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble",
-        )
+        require(0 <= self.terminal_samples <= self.batch_size,
+                f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}")
+        require(not (self.warm_start and self.ensemble.ensemble_size > 1),
+                "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble")
 
 
 # ----------------------------------------------------------------------------- the DQN
@@ -458,7 +456,7 @@ def main(cfg: Config) -> dict:
     if cfg.warm_start:
         load_world_model(CHECKPOINT_PATH)  # fail fast, before any run starts
     dyna_k, H = max(cfg.planning_steps, 1), cfg.value_expansion
-    arms_cfg = {"dqn (K=0)": replace(cfg, planning_steps=0, value_expansion=0),
+    arms_cfg = {"dqn (K=0)": replace(cfg, **MODEL_FREE),
                 f"dyna (K={dyna_k}, k={cfg.rollout_length}{f', H={H}' * bool(H)})":
                     replace(cfg, planning_steps=dyna_k)}  # fmt: skip
     jobs = [(arm_cfg, seed) for arm_cfg in arms_cfg.values() for seed in cfg.seeds]
@@ -487,10 +485,10 @@ def caption(cfg: Config, dyna_k: int) -> str:
     return (
         f"Seeds {', '.join(map(str, cfg.seeds))}. Both arms: Q-net {cfg.hidden_size}x2, lr "
         f"{cfg.lr:g}, batch {cfg.batch_size} ({cfg.terminal_samples} of them real terminations), "
-        f"{cfg.q_loss} loss, {target}, {'Double DQN, ' if cfg.double_q else ''}epsilon "
-        f"{cfg.epsilon_start:g}->{cfg.epsilon_end:g} over {cfg.exploration_steps:,} steps, "
-        f"{cfg.learning_starts} random warm-up steps. Dyna: world model refitted on the agent's "
-        f"own buffer every {cfg.model_train_interval} steps{' (warm-started)' * cfg.warm_start}, "
+        f"{cfg.q_loss} loss, {target}, epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
+        f"{cfg.exploration_steps:,} steps, {cfg.learning_starts} random warm-up steps. Dyna: "
+        f"{'Double DQN, ' * cfg.double_q}world model refitted on the agent's own buffer every "
+        f"{cfg.model_train_interval} steps{' (warm-started)' * cfg.warm_start}, "
         f"K={dyna_k} imagined updates per real step from {cfg.rollout_length}-step rollouts"
         f"{lookahead}{cfg.screen.describe()}."
     )  # fmt: skip

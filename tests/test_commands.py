@@ -127,13 +127,24 @@ def test_benchmark_smoke_then_resume_from_its_cache(tmp_path: Path) -> None:
     assert again.returncode == 0 and "2 cached" in again.stdout and "0 to compute" in again.stdout
 
 
+def test_benchmark_arms_are_the_learners_each_screen_chose() -> None:
+    from dataclasses import replace
+
+    from app.benchmark import Config, arm_config
+
+    cfg = Config(seeds=(0,), arms=("dqn", "dqn_matched", "dyna"))
+    plain, matched, dyna = (arm_config(arm, cfg) for arm in ("dqn", "dqn_matched", "dyna"))
+    assert dyna.double_q and not matched.double_q  # Double DQN suited Dyna, not the control
+    assert matched.real_updates == dyna.real_updates + dyna.planning_steps  # update-matched
+    assert matched.planning_steps == matched.value_expansion == 0  # no model at all
+    assert replace(matched, real_updates=dyna.real_updates) == plain  # the same learner
+
+
 def test_benchmark_names_its_seeds_as_ranges() -> None:
     from app.benchmark import SEED_SETS, _seed_list
 
-    assert _seed_list(SEED_SETS["held-out"]) == "3000-3019 and 4000-4039"
-    assert _seed_list(SEED_SETS["held-out-1"] + SEED_SETS["held-out-2"]) == _seed_list(
-        SEED_SETS["held-out"]
-    )  # the headline is exactly its two parts
+    assert _seed_list(SEED_SETS["held-out"]) == "5000-5019"
+    assert _seed_list(SEED_SETS["spent-3"]) == "3000-3019 and 4000-4039"
     assert _seed_list((0, 1, 2, 7, 9, 10)) == "0-2, 7, 9 and 10"
     assert _seed_list((5,)) == "5"
 
