@@ -194,10 +194,10 @@ _ADDED_LATER = {
 def base_agent_config(cfg: Config) -> dyna.Config:
     """app.agent's defaults, on a fixed budget of `cfg.steps` real steps: every arm starts here.
 
-    Except five settings changed in app.agent after these studies were measured (the squared TD
-    loss, terminal samples, the model screen, 1-step rollouts and value expansion): the studies
-    keep the agent they were run with (k = 3 where a study does not choose k), so their cached
-    runs and the README's figures stay valid.
+    Except six settings changed in app.agent after these studies were measured (the squared TD
+    loss, terminal samples, the model screen, 1-step rollouts, value expansion and Double DQN):
+    the studies keep the agent they were run with (k = 3 where a study does not choose k), so their
+    cached runs and the README's figures stay valid.
     """
     return dyna.Config(
         budget=Budget(min_steps=cfg.steps, max_steps=cfg.steps, steps_after_solve=0),
@@ -208,6 +208,7 @@ def base_agent_config(cfg: Config) -> dyna.Config:
         terminal_samples=0,
         screen=ScreenConfig(screen_interval=0),
         value_expansion=0,
+        double_q=False,
     )
 
 
