@@ -90,8 +90,7 @@ class Config:
     learning_starts: int = 500
     """real steps of uniformly random actions before any update"""
     double_q: bool = True
-    """Double DQN in the Dyna arm: the online network picks the next action, the target network
-    values it (the model-free arms keep the max target: it suited them better, docs/results.md)"""
+    """Double DQN in the Dyna arm: the online net picks a', the target net values it"""
     target_update_interval: int = 100
     """update the target network every this many Q-updates (real + imagined)"""
     tau: float = 1.0
@@ -151,10 +150,14 @@ class Config:
         run += 3 * network_bytes(self.hidden_size, 2, self.batch_size) + 48 * buffer
         require_memory(run * min(self.workers, 2 * len(self.seeds)), "runs of these sizes")
         require(self.q_loss in Q_LOSSES, f"--q-loss must be huber or mse, got {self.q_loss!r}")
-        require(0 <= self.terminal_samples <= self.batch_size,
-                f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}")
-        require(not (self.warm_start and self.ensemble.ensemble_size > 1),
-                "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble")
+        require(
+            0 <= self.terminal_samples <= self.batch_size,
+            f"--terminal-samples must be in [0, --batch-size], got {self.terminal_samples}",
+        )
+        require(
+            not (self.warm_start and self.ensemble.ensemble_size > 1),
+            "--warm-start loads one model; it cannot start an --ensemble-size > 1 ensemble",
+        )
 
 
 # ----------------------------------------------------------------------------- the DQN
@@ -487,10 +490,9 @@ def caption(cfg: Config, dyna_k: int) -> str:
         f"{cfg.lr:g}, batch {cfg.batch_size} ({cfg.terminal_samples} of them real terminations), "
         f"{cfg.q_loss} loss, {target}, epsilon {cfg.epsilon_start:g}->{cfg.epsilon_end:g} over "
         f"{cfg.exploration_steps:,} steps, {cfg.learning_starts} random warm-up steps. Dyna: "
-        f"{'Double DQN, ' * cfg.double_q}world model refitted on the agent's own buffer every "
-        f"{cfg.model_train_interval} steps{' (warm-started)' * cfg.warm_start}, "
-        f"K={dyna_k} imagined updates per real step from {cfg.rollout_length}-step rollouts"
-        f"{lookahead}{cfg.screen.describe()}."
+        f"{'Double DQN, ' * cfg.double_q}world model refit every {cfg.model_train_interval} steps "
+        f"on its buffer{' (warm-started)' * cfg.warm_start}, K={dyna_k} imagined updates per real "
+        f"step from {cfg.rollout_length}-step rollouts{lookahead}{cfg.screen.describe()}."
     )  # fmt: skip
 
 
