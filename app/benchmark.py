@@ -103,7 +103,7 @@ class Config:
     output_dir: Path = RESULTS_DIR
     """where benchmark.json, benchmark.md, benchmark.png and the run cache benchmark_runs/ go"""
     tag: str = ""
-    """file name stem of the outputs ('' = benchmark, benchmark_held_out, benchmark_spent(_2)
+    """file name stem of the outputs ('' = benchmark, benchmark_held_out, benchmark_spent(_2, _3)
     after the seed set, benchmark_custom for --seeds)"""
 
     def __post_init__(self) -> None:
