@@ -262,7 +262,8 @@ def plot_benchmark(runs: dict[str, list[dict]], path: Path, cfg: Config, seeds: 
         fig,
         f"{seeds.capitalize()}; every arm measured with the same evaluation (10 greedy episodes "
         f"every 500 real steps; solved = mean return >= 475); {cfg.q_loss} TD loss in the three "
-        f"DQN arms, the max target in the model-free ones; app.agent's defaults otherwise (Dyna: "
+        f"DQN arms, {'Double DQN' if agent.MODEL_FREE['double_q'] else 'the max target'} in the "
+        f"model-free ones; app.agent's defaults otherwise (Dyna: "
         f"{'Double DQN, ' * dyna.double_q}K={dyna.planning_steps} imagined "
         f"updates per real step from {dyna.rollout_length}-step rollouts, their TD targets "
         f"looking {dyna.value_expansion} steps further through the model"

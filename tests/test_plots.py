@@ -117,6 +117,18 @@ def test_phase_4_plots_from_a_tiny_model(figures, tmp_path) -> None:
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in coverage.axes if ax.get_title())
 
 
+def test_benchmark_caption_names_the_learner_of_the_model_free_arms(
+    figures, tmp_path, monkeypatch
+) -> None:
+    runs = {"dyna": [fake_run(0, 1_500, 10_000)], "dqn_matched": [fake_run(0, 3_000, 10_000)]}
+    cfg = benchmark.Config(arms=("dyna", "dqn_matched"), output_dir=tmp_path)
+    for double_q, words in ((False, "the max target in the"), (True, "Double DQN in the")):
+        monkeypatch.setitem(benchmark.agent.MODEL_FREE, "double_q", double_q)
+        benchmark.plot_benchmark(runs, tmp_path / "b.png", cfg, "tuning seeds 0", meta=None)
+        caption = " ".join(text.get_text() for text in figures["b.png"].texts)
+        assert f"{words} model-free ones" in caption
+
+
 def test_benchmark_plot_shows_every_solve_and_a_performance_profile(figures, tmp_path) -> None:
     runs = {
         "dyna": [fake_run(0, 1_500, 10_000), fake_run(1, 31_000, 36_000)],
