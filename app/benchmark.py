@@ -16,10 +16,10 @@ Seed sets. Every setting of this project was chosen on the tuning seeds (0-9; 0-
 round in docs/results.md, 0-59 since the thirteenth, 0-139 now); the 20 held-out seeds, 5000-5019,
 choose nothing: they were run for the twentieth round's defaults only (a complete run, and a
 partial one on another processor), to confirm what the tuning seeds suggested, and the README's
-headline comes from them. The earlier held-out sets are spent (a
-default changed after each was run), so they stay to reproduce those tables at their commits, not
-to confirm anything: 1000-1019 (`--seed-set spent`, the eighth round's), 2000-2019 (`spent-2`, the
-ninth's) and 3000-3019 with 4000-4039 (`spent-3`, the eleventh's, read until the twentieth).
+headline comes from them. The earlier held-out sets are spent (a default changed after each was
+run), so they stay to reproduce those tables at their commits, not to confirm anything: 1000-1019
+(`--seed-set spent`, the eighth round's), 2000-2019 (`spent-2`, the ninth's) and 3000-3019 with
+4000-4039 (`spent-3`, the eleventh's, read until the twentieth).
 
 Statistics as Agarwal et al. (2021) recommend: per arm the interquartile mean (IQM) and
 median of steps-to-solve with 95% stratified-bootstrap intervals, unsolved runs counted at the
@@ -262,13 +262,13 @@ def plot_benchmark(runs: dict[str, list[dict]], path: Path, cfg: Config, seeds: 
     draw_performance_profile(axes[0, 1], runs, until)
     axes[0, 1].set_title("Performance profile: runs solved by each step", fontsize=10)
     dyna = agent.Config()
+    target = lambda double_q: "Double DQN" if double_q else "the max target"  # noqa: E731
     add_caption(
         fig,
         f"{seeds.capitalize()}; every arm measured with the same evaluation (10 greedy episodes "
         f"every 500 real steps; solved = mean return >= 475); {cfg.q_loss} TD loss in the three "
-        f"DQN arms, {'Double DQN' if agent.MODEL_FREE['double_q'] else 'the max target'} in the "
-        f"model-free ones; app.agent's defaults otherwise (Dyna: "
-        f"{'Double DQN, ' * dyna.double_q}K={dyna.planning_steps} imagined "
+        f"DQN arms, {target(agent.MODEL_FREE['double_q'])} in the model-free ones; app.agent's "
+        f"defaults otherwise (Dyna: {target(dyna.double_q)}, K={dyna.planning_steps} imagined "
         f"updates per real step from {dyna.rollout_length}-step rollouts, their TD targets "
         f"looking {dyna.value_expansion} steps further through the model"
         f"{dyna.screen.describe()}). Runs unsolved by the right edge count as unsolved in the "
