@@ -140,6 +140,19 @@ def test_benchmark_arms_are_the_learners_each_screen_chose() -> None:
     assert replace(matched, real_updates=dyna.real_updates) == plain  # the same learner
 
 
+def test_benchmark_time_estimate_follows_the_runs_asked() -> None:
+    from app.benchmark import ARMS, SEED_SETS, estimated_minutes
+
+    held_out = estimated_minutes(ARMS, len(SEED_SETS["held-out"]), workers=2)
+    assert round(held_out) == 88  # the measured run the per-arm times come from
+    assert estimated_minutes(ARMS, 10, workers=2) == held_out / 2  # half the seeds
+    one_dyna = estimated_minutes(("dyna",), 1, workers=1)
+    assert estimated_minutes(("dyna",), 1, workers=2) == one_dyna  # one run cannot use two
+    assert estimated_minutes(("dyna",), 20, workers=1) == 20 * one_dyna
+    assert estimated_minutes(("dyna",), 20, workers=2) == 10 * one_dyna
+    assert estimated_minutes(("dqn",), 4, workers=2) < estimated_minutes(("dyna",), 4, workers=2)
+
+
 def test_benchmark_names_its_seeds_as_ranges() -> None:
     from app.benchmark import SEED_SETS, _seed_list
 
