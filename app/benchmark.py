@@ -74,10 +74,10 @@ SEED_SETS = {
 }
 CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
 
-# rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
 # Seconds of one core per run, each arm's mean in the held-out run of 2026-12-02 (Intel Xeon,
 # 2 cores: 80 runs in 88 minutes); for the time estimate printed at the start.
 RUN_SECONDS = {"dqn": 41, "dqn_matched": 228, "dyna": 183, "sb3_zoo": 77}
+# rl-baselines3-zoo, hyperparams/dqn.yml, CartPole-v1.
 SB3_ZOO = dict(
     learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
     target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
