@@ -54,6 +54,7 @@ from app.plotting import (
 )
 from app.runner import record_path, run_cached, spec_key
 from app.runs import (
+    AUC_STEPS,
     Budget,
     Evaluations,
     aggregate,
@@ -73,7 +74,6 @@ SEED_SETS = {
     "spent-3": tuple(range(3000, 3020)) + tuple(range(4000, 4040)),  # the eleventh's, by the 20th
 }
 CACHE_VERSION = 1  # bump when a change to the code changes what a cached run would contain
-MIN_STEPS = 10_000  # every run lasts at least this long (AUC 10k), unless --max-steps is lower
 
 # Seconds of one core per run, each arm's mean in the held-out run of 2026-12-02 (Intel Xeon,
 # 2 cores: 80 runs in 88 minutes); for the time estimate printed at the start.
@@ -137,7 +137,7 @@ class Config:
 def arm_config(arm: str, cfg: Config) -> agent.Config:
     """app.agent's settings for one arm of this benchmark."""
     base = agent.Config(
-        budget=Budget(max_steps=cfg.max_steps, min_steps=min(MIN_STEPS, cfg.max_steps)),
+        budget=Budget(max_steps=cfg.max_steps, min_steps=min(AUC_STEPS, cfg.max_steps)),  # AUC 10k
         q_loss=cfg.q_loss,
     )
     if arm == "dqn":
@@ -219,7 +219,7 @@ def main(cfg: Config) -> dict:
     require_writable(*(stem.with_suffix(suffix) for suffix in (".json", ".md", ".png")))
     jobs = [Job(arm, seed, arm_config(arm, cfg)) for arm in cfg.arms for seed in cfg.seeds]
     started = time.perf_counter()
-    if cfg.max_steps >= MIN_STEPS:  # a run's length then follows its solve, as in RUN_SECONDS
+    if cfg.max_steps >= AUC_STEPS:  # a run's length then follows its solve, as in RUN_SECONDS
         print(
             "From an empty cache on the project's 2-core machine these runs take about "
             f"{max(1, round(estimated_minutes(cfg.arms, len(cfg.seeds), cfg.workers)))} min; "

@@ -52,7 +52,7 @@ class Budget:
     """real steps between evaluations"""
     eval_episodes: int = 10
     """greedy episodes per evaluation"""
-    min_steps: int = 10_000
+    min_steps: int = AUC_STEPS
     """every run lasts at least this many real steps"""
     steps_after_solve: int = 5_000
     """and this many past its first solve"""
