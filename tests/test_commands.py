@@ -162,6 +162,16 @@ def test_benchmark_names_its_seeds_as_ranges() -> None:
     assert _seed_list((5,)) == "5"
 
 
+def test_benchmark_seed_sets_share_no_seed() -> None:
+    from app.benchmark import SEED_SETS
+
+    chosen_on = set(range(140))  # every tuning seed a round of docs/results.md has used
+    held_out = [set(seeds) for name, seeds in SEED_SETS.items() if name != "tuning"]
+    assert set(SEED_SETS["tuning"]) <= chosen_on
+    assert all(not seeds & chosen_on for seeds in held_out)
+    assert sum(map(len, held_out)) == len(set().union(*held_out))  # no seed in two sets
+
+
 def test_whole_pipeline_quick_writes_only_in_its_own_folder(tmp_path: Path) -> None:
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "compounding_error.png").write_bytes(b"the real run's plot")
