@@ -79,9 +79,16 @@ def test_ctrl_c_during_training_keeps_finished_epochs(tmp_path: Path) -> None:
         ["app.train_model", "--epochs", "100000", "--hidden-size", "16"], tmp_path
     )
     assert process.stdout.readline().startswith("Training on")  # past the imports and the data
-    time.sleep(5)  # the first epoch (lazy imports inside), then many tiny ones
+    # Wait for a finished epoch, not for a fixed time: a progress line comes every ~10 s, and on a
+    # slow or busy machine 5 s once held no finished epoch (nothing to keep, the test failed).
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("training: ") and not line.startswith("training: 0/"):
+            break
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
+    err = "".join(seen) + err
     assert process.returncode == 130, (out, err)
     assert "Traceback" not in err and "run `uv run python -m app.train_model` again" in err
     from app.train_model import load_world_model
